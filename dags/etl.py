@@ -1,0 +1,121 @@
+"""Nightly ETL DAGs: one `<usecase>_etl` per file in usecases/.
+
+Wiring only: each task calls one function of `driftline.etl`, imported inside the task so
+that parsing this file costs no pandas, SQLAlchemy or Great Expectations import.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import DAG, Asset, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from driftline.config import Settings, UseCase, list_usecases
+
+DEFAULT_ARGS = {
+    "owner": "driftline",
+    "retries": 2,
+    "retry_delay": dt.timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "execution_timeout": dt.timedelta(minutes=30),
+}
+
+DOC = """
+### {name}: nightly ETL
+
+Each run covers one **{tz}** day: the run's data interval. It
+
+1. **extract_{table}**: reads the day's `{table}` rows (and the tables joined to them) from the
+   source database with bound parameters;
+2. **build_batch**: joins and derives the features and the label (`{label}`);
+3. **validate_batch**: runs the Great Expectations suite `{suite}` (expectations/{suite}.json);
+4. **load_partition**: writes the day's Parquet partition atomically into
+   `{curated}` and emits the asset `{asset}`.
+
+A rerun of a day replaces its partition; it never adds rows.
+
+**When it fails**
+- *validate_batch* failed: the log names every failed expectation and its observed value.
+  The batch and its full validation result are in `{quarantine}/<day>/`; nothing was loaded
+  and the previous partition (if any) is untouched. Fix the source (or the suite, if the data
+  is right and the rule is wrong), then clear the task to rerun the day.
+- *extract_{table}* failed: the source database is down or unreadable (the message names it);
+  the task retried with back-off. Clear it once the database is back.
+"""
+
+
+def curated_asset(usecase: UseCase, settings: Settings) -> Asset:
+    """The asset downstream DAGs schedule on: the use-case's curated store."""
+    return Asset(
+        name=f"{usecase.name}_curated", uri=f"file://{settings.curated_dir(usecase.name)}"
+    )
+
+
+def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
+    curated = curated_asset(usecase, settings)
+    start = pendulum.datetime(
+        usecase.start_date.year, usecase.start_date.month, usecase.start_date.day,
+        tz=usecase.timezone,
+    )
+    last = usecase.end_date
+    end = pendulum.datetime(last.year, last.month, last.day, tz=usecase.timezone) if last else None
+
+    @dag(
+        dag_id=f"{usecase.name}_etl",
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone=usecase.timezone),
+        start_date=start,
+        end_date=end,
+        catchup=True,
+        max_active_runs=2,
+        default_args=DEFAULT_ARGS,
+        tags=["driftline", "etl", usecase.name],
+        doc_md=DOC.format(
+            name=usecase.name, tz=usecase.timezone, table=usecase.source.batch_table,
+            label=usecase.label.rule, suite=usecase.validation.suite,
+            curated=settings.curated_dir(usecase.name), asset=curated.name,
+            quarantine=settings.quarantine_dir(usecase.name, dt.date(1, 1, 1)).parent,
+        ),
+    )
+    def pipeline() -> None:
+        @task(task_id=f"extract_{usecase.source.batch_table}")
+        def extract_batch(data_interval_start=None, data_interval_end=None) -> dict:
+            from driftline import etl
+
+            window = etl.BatchWindow.from_interval(data_interval_start, data_interval_end, usecase)
+            return etl.extract_to_staging(usecase, settings, window)
+
+        @task
+        def build_batch(extracted: dict) -> dict:
+            from driftline import etl
+
+            return etl.transform_staged(usecase, settings, extracted)
+
+        @task
+        def validate_batch(built: dict) -> dict:
+            from driftline import etl
+            from driftline.validation import BatchValidationError
+
+            try:
+                return etl.validate_staged(usecase, settings, built)
+            except BatchValidationError as exc:  # deterministic: retrying cannot help
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(outlets=[curated])
+        def load_partition(validated: dict, outlet_events=None) -> dict:
+            from driftline import etl
+
+            loaded = etl.load_staged(usecase, settings, validated)
+            outlet_events[curated].extra = loaded
+            return loaded
+
+        load_partition(validate_batch(build_batch(extract_batch())))
+
+    return pipeline()
+
+
+_settings = Settings.from_env()
+for _usecase in list_usecases(_settings):
+    globals()[f"{_usecase.name}_etl"] = etl_dag(_usecase, _settings)

@@ -1,0 +1,216 @@
+"""Where driftline keeps its state, and what a use-case is.
+
+Read when asked for, never at import: importing this module creates no folder and reads no
+file, so DAG files can import it at parse time for free (it needs only pydantic and yaml).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+HOME_ENV = "DRIFTLINE_HOME"
+USECASES_ENV = "DRIFTLINE_USECASES_DIR"
+EXPECTATIONS_ENV = "DRIFTLINE_EXPECTATIONS_DIR"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+class ConfigError(ValueError):
+    """A use-case config or a setting is wrong; the message names the file and the field."""
+
+
+def _project_root() -> Path:
+    """The checkout this package was installed from (editable install), else the cwd."""
+    candidate = Path(__file__).resolve().parents[2]
+    if (candidate / "pyproject.toml").is_file() and (candidate / "usecases").is_dir():
+        return candidate
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The platform's folders. Every path driftline writes to is derived here, once."""
+
+    home: Path
+    usecases_dir: Path
+    expectations_dir: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        root = _project_root()
+        return cls(
+            home=Path(os.environ.get(HOME_ENV) or root / "data").resolve(),
+            usecases_dir=Path(os.environ.get(USECASES_ENV) or root / "usecases").resolve(),
+            expectations_dir=Path(
+                os.environ.get(EXPECTATIONS_ENV) or root / "expectations"
+            ).resolve(),
+        )
+
+    def default_source_url(self, usecase: str) -> str:
+        return f"sqlite:///{self.home / 'source' / f'{usecase}.db'}"
+
+    def source_url(self, usecase: UseCase) -> str:
+        """The source database URL: the use-case's environment variable, else the SQLite file."""
+        return os.environ.get(usecase.source.url_env) or self.default_source_url(usecase.name)
+
+    def curated_dir(self, usecase: str) -> Path:
+        return self.home / "curated" / usecase
+
+    def partition_dir(self, usecase: str, day: dt.date) -> Path:
+        return self.curated_dir(usecase) / f"date={day.isoformat()}"
+
+    def staging_dir(self, usecase: str, day: dt.date) -> Path:
+        """Hand-over files between the ETL tasks of one day; rewritten by every run of it."""
+        return self.home / "staging" / usecase / day.isoformat()
+
+    def quarantine_dir(self, usecase: str, day: dt.date) -> Path:
+        return self.home / "quarantine" / usecase / day.isoformat()
+
+    def validation_result_path(self, usecase: str, day: dt.date) -> Path:
+        return self.home / "validations" / usecase / f"{day.isoformat()}.json"
+
+    def suite_path(self, suite: str) -> Path:
+        return self.expectations_dir / f"{suite}.json"
+
+    def usecase_path(self, name: str) -> Path:
+        return self.usecases_dir / f"{name}.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    url_env: str
+    seed: str | None = None
+    indexes: dict[str, list[str]] = Field(default_factory=dict)
+    batch_table: str
+    time_column: str
+    queries: dict[str, str]
+
+    @model_validator(mode="after")
+    def _batch_query_is_bound(self) -> SourceConfig:
+        query = self.queries.get(self.batch_table)
+        if query is None:
+            raise ValueError(f"queries has no entry for batch_table {self.batch_table!r}")
+        if ":start" not in query or ":end" not in query:
+            raise ValueError(f"the {self.batch_table} query must bind :start and :end")
+        return self
+
+
+class LabelConfig(_Strict):
+    name: str
+    rule: str
+    missing_when_null: str
+
+
+class FeatureConfig(_Strict):
+    categorical: list[str] = Field(default_factory=list)
+    numerical: list[str] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.categorical, *self.numerical]
+
+
+class ValidationConfig(_Strict):
+    suite: str
+    parameters: dict[str, float | int | str] = Field(default_factory=dict)
+
+
+class UseCase(_Strict):
+    """One use-case: where its data comes from, how a batch is built, and how it is judged."""
+
+    name: str
+    description: str = ""
+    timezone: str
+    start_date: dt.date
+    end_date: dt.date | None = None
+    source: SourceConfig
+    transform: str
+    key: str
+    event_time: str
+    label: LabelConfig
+    features: FeatureConfig
+    passthrough: list[str] = Field(default_factory=list)
+    validation: ValidationConfig
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError("must be lower-case letters, digits and _ (it names DAGs and folders)")
+        return name
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_exists(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+        return name
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def curated_columns(self) -> list[str]:
+        """The curated store's columns, in order: key, time, features, label, passthrough."""
+        columns = [self.key, self.event_time, *self.features.all, self.label.name]
+        return columns + [c for c in self.passthrough if c not in columns]
+
+
+def load_usecase(name: str, settings: Settings | None = None) -> UseCase:
+    """Read `usecases/<name>.yaml`; a wrong or missing field is named in the error."""
+    settings = settings or Settings.from_env()
+    path = settings.usecase_path(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in settings.usecases_dir.glob("*.yaml"))
+        raise ConfigError(f"no use-case {name!r}: {path} does not exist (known: {known})")
+    return parse_usecase(path)
+
+
+def parse_usecase(path: Path) -> UseCase:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        usecase = UseCase.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc
+    if usecase.name != path.stem:
+        raise ConfigError(f"{path}: name {usecase.name!r} must match the file name {path.stem!r}")
+    return usecase
+
+
+def import_object(dotted: str) -> Any:
+    """The object named `package.module:attribute` (the config's hooks into use-case code)."""
+    module, _, attribute = dotted.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {dotted!r}: {exc}") from exc
+
+
+def list_usecases(settings: Settings | None = None) -> list[UseCase]:
+    settings = settings or Settings.from_env()
+    return [parse_usecase(p) for p in sorted(settings.usecases_dir.glob("*.yaml"))]
