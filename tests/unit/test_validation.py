@@ -1,0 +1,102 @@
+"""The Great Expectations gate on real days and on deliberately broken ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from driftline import etl
+from driftline.validation import BatchValidationError, validate_batch
+from tests.conftest import corrupt, sqlite_url
+
+JAN2 = dt.date(2013, 1, 2)
+
+# Days that stress the suite: the 9 Feb snowstorm (57% without label), DST changes, the
+# 1048 mph wind glitch, the busiest and quietest days, the year's last day.
+HARD_DAYS = ["2013-02-09", "2013-03-10", "2013-11-03", "2013-02-12", "2013-08-08",
+             "2013-11-28", "2013-12-31"]
+
+
+@pytest.mark.parametrize("day", HARD_DAYS)
+def test_real_days_pass_the_suite(usecase, settings, seeded_source, day):
+    window = etl.BatchWindow.for_day(dt.date.fromisoformat(day), usecase)
+    batch = etl.transform(usecase, etl.extract(usecase, sqlite_url(seeded_source), window))
+    outcome = validate_batch(batch, usecase, settings)
+    assert outcome.success, [f.describe() for f in outcome.failures]
+    assert outcome.evaluated == 64
+
+
+BROKEN = {
+    "null key": (
+        "UPDATE flights SET carrier = NULL WHERE rowid IN (SELECT rowid FROM flights "
+        "WHERE time_hour >= :start AND time_hour < :end LIMIT 3)",
+        [("expect_column_values_to_not_be_null", "carrier", "3 of 943 rows")],
+    ),
+    "negative distance": (
+        "UPDATE flights SET distance = -distance WHERE rowid IN (SELECT rowid FROM flights "
+        "WHERE time_hour >= :start AND time_hour < :end LIMIT 2)",
+        [("expect_column_values_to_be_between", "distance", "2 of 943 rows")],
+    ),
+    "unknown origin": (
+        "UPDATE flights SET origin = 'XXX' WHERE rowid = (SELECT rowid FROM flights "
+        "WHERE time_hour >= :start AND time_hour < :end LIMIT 1)",
+        [("expect_column_values_to_be_in_set", "origin", "['XXX']")],
+    ),
+    "duplicated flights": (
+        "INSERT INTO flights SELECT * FROM flights "
+        "WHERE time_hour >= :start AND time_hour < :end LIMIT 4",
+        [("expect_column_values_to_be_unique", "flight_id", "8 of 947 rows")],
+    ),
+    "wrong type": (
+        "UPDATE flights SET distance = 'far' WHERE rowid = (SELECT rowid FROM flights "
+        "WHERE time_hour >= :start AND time_hour < :end LIMIT 1)",
+        [("expect_column_type_to_be", "distance", "observed 'object'")],
+    ),
+    "empty day": (
+        "DELETE FROM flights WHERE time_hour >= :start AND time_hour < :end",
+        [("expect_table_row_count_to_be_between", None, "observed 0")],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_day_is_quarantined_named_and_loads_nothing(
+    usecase, settings, source_copy, case
+):
+    url = sqlite_url(source_copy)
+    earlier = etl.run_day(usecase, settings, JAN2, url)  # a good partition of the same day
+    earlier_bytes = earlier.path.read_bytes()
+    sql, expected = BROKEN[case]
+    corrupt(source_copy, usecase, JAN2, sql)
+
+    with pytest.raises(BatchValidationError) as raised:
+        etl.run_day(usecase, settings, JAN2, url)
+
+    message = str(raised.value)
+    for expectation, column, observed in expected:
+        failure = next(
+            f for f in raised.value.outcome.failures
+            if f.expectation == expectation and f.column == column
+        )
+        assert observed in failure.observed, failure.describe()
+        assert failure.describe() in message
+    assert "nothing was loaded" in message
+    quarantine = settings.quarantine_dir(usecase.name, JAN2)
+    assert str(quarantine) in message
+    kept = pd.read_parquet(quarantine / "batch.parquet")
+    record = json.loads((quarantine / "validation.json").read_text())
+    assert len(kept) == record["rows"] and record["success"] is False
+    assert {f["expectation"] for f in record["failures"]} >= {e for e, _, _ in expected}
+    assert earlier.path.read_bytes() == earlier_bytes  # the loaded day is untouched
+
+
+def test_every_suite_parameter_comes_from_the_usecase_config(usecase, settings):
+    from driftline.validation import load_suite_json
+
+    placeholders = set(re.findall(r'"\$PARAMETER": "(\w+)"',
+                                  json.dumps(load_suite_json(usecase, settings))))
+    assert placeholders == set(usecase.validation.parameters)
