@@ -38,6 +38,9 @@ Each run covers one **{tz}** day: the run's data interval. It
 A rerun of a day replaces its partition; it never adds rows.
 
 **When it fails**
+- *build_batch* failed: the extracted rows could not be built into a batch (the message says
+  why, e.g. a text value where the label rule needs a number). They are quarantined in
+  `{quarantine}/<day>/` and nothing was loaded.
 - *validate_batch* failed: the log names every failed expectation and its observed value.
   The batch and its full validation result are in `{quarantine}/<day>/`; nothing was loaded
   and the previous partition (if any) is untouched. Fix the source (or the suite, if the data
@@ -90,17 +93,21 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
         @task
         def build_batch(extracted: dict) -> dict:
             from driftline import etl
+            from driftline.validation import BatchRejectedError
 
-            return etl.transform_staged(usecase, settings, extracted)
+            try:
+                return etl.transform_staged(usecase, settings, extracted)
+            except BatchRejectedError as exc:  # quarantined; retrying cannot help
+                raise AirflowFailException(str(exc)) from exc
 
         @task
         def validate_batch(built: dict) -> dict:
             from driftline import etl
-            from driftline.validation import BatchValidationError
+            from driftline.validation import BatchRejectedError
 
             try:
                 return etl.validate_staged(usecase, settings, built)
-            except BatchValidationError as exc:  # deterministic: retrying cannot help
+            except BatchRejectedError as exc:  # quarantined; retrying cannot help
                 raise AirflowFailException(str(exc)) from exc
 
         @task(outlets=[curated])

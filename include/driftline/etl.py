@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from driftline import storage
 from driftline.config import ConfigError, Settings, UseCase, import_object
-from driftline.validation import gate_batch
+from driftline.validation import BatchRejectedError, gate_batch, quarantine_batch
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,30 @@ def transform(usecase: UseCase, tables: dict[str, pd.DataFrame]) -> pd.DataFrame
     return batch[usecase.curated_columns]
 
 
+def build_batch(
+    usecase: UseCase, settings: Settings, day: dt.date, tables: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """`transform`, but a batch that cannot be built is quarantined as extracted, not lost."""
+    try:
+        return transform(usecase, tables)
+    except TransformError as exc:
+        extracted = tables.get(usecase.source.batch_table, pd.DataFrame())
+        record = {
+            "usecase": usecase.name,
+            "day": day.isoformat(),
+            "rows": len(extracted),
+            "stage": "transform",
+            "success": False,
+            "failures": [{"expectation": "build_batch", "column": None, "observed": str(exc)}],
+        }
+        folder = quarantine_batch(extracted, record, usecase, settings, day)
+        raise BatchRejectedError(
+            f"{usecase.name} batch for {day} could not be built: {exc}; nothing was loaded. "
+            f"Extracted rows quarantined in {folder}",
+            folder,
+        ) from exc
+
+
 def label_values(batch: pd.DataFrame, usecase: UseCase) -> pd.Series:
     """The label rule as a nullable boolean: unknown where its source column is null."""
     rule, source = usecase.label.rule, usecase.label.missing_when_null
@@ -204,7 +228,7 @@ def run_day(
     """The whole nightly ETL of one day in-process (the CLI's path; the DAG runs it in steps)."""
     window = BatchWindow.for_day(day, usecase)
     tables = extract(usecase, source_url or settings.source_url(usecase), window)
-    batch = transform(usecase, tables)
+    batch = build_batch(usecase, settings, day, tables)
     outcome = gate_batch(batch, usecase, settings, day)
     return load_partition(batch, usecase, settings, day, outcome.summary())
 
@@ -227,7 +251,7 @@ def extract_to_staging(usecase: UseCase, settings: Settings, window: BatchWindow
 def transform_staged(usecase: UseCase, settings: Settings, extracted: dict) -> dict:
     day = dt.date.fromisoformat(extracted["day"])
     tables = {name: pd.read_parquet(path) for name, path in extracted["tables"].items()}
-    batch = transform(usecase, tables)
+    batch = build_batch(usecase, settings, day, tables)
     path = storage.write_parquet(batch, settings.staging_dir(usecase.name, day) / "batch.parquet")
     return {"day": day.isoformat(), "batch": str(path), "rows": len(batch)}
 

@@ -51,17 +51,25 @@ class ValidationOutcome:
         }
 
 
-class BatchValidationError(Exception):
-    """A batch failed its suite; it was quarantined and nothing was loaded."""
+class BatchRejectedError(Exception):
+    """A batch was refused and quarantined; nothing was loaded. Retrying cannot help."""
+
+    def __init__(self, message: str, quarantine: Path):
+        self.quarantine = quarantine
+        super().__init__(message)
+
+
+class BatchValidationError(BatchRejectedError):
+    """A batch failed its suite."""
 
     def __init__(self, usecase: str, day: dt.date, outcome: ValidationOutcome, quarantine: Path):
         self.outcome = outcome
-        self.quarantine = quarantine
         lines = "\n".join(f"  - {f.describe()}" for f in outcome.failures)
         super().__init__(
             f"{usecase} batch for {day} failed {len(outcome.failures)} of {outcome.evaluated} "
             f"expectations of suite {outcome.suite!r}; nothing was loaded.\n{lines}\n"
-            f"Batch and validation result quarantined in {quarantine}"
+            f"Batch and validation result quarantined in {quarantine}",
+            quarantine,
         )
 
 

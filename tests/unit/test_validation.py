@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from driftline import etl
-from driftline.validation import BatchValidationError, validate_batch
+from driftline.validation import BatchRejectedError, BatchValidationError, validate_batch
 from tests.conftest import corrupt, sqlite_url
 
 JAN2 = dt.date(2013, 1, 2)
@@ -100,3 +100,22 @@ def test_every_suite_parameter_comes_from_the_usecase_config(usecase, settings):
     placeholders = set(re.findall(r'"\$PARAMETER": "(\w+)"',
                                   json.dumps(load_suite_json(usecase, settings))))
     assert placeholders == set(usecase.validation.parameters)
+
+
+def test_a_batch_that_cannot_be_built_is_quarantined_as_extracted(
+    usecase, settings, source_copy
+):
+    url = sqlite_url(source_copy)
+    earlier = etl.run_day(usecase, settings, JAN2, url)
+    earlier_bytes = earlier.path.read_bytes()
+    corrupt(source_copy, usecase, JAN2,
+            "UPDATE flights SET arr_delay = 'late' WHERE rowid = (SELECT rowid FROM flights "
+            "WHERE time_hour >= :start AND time_hour < :end LIMIT 1)")
+    with pytest.raises(BatchRejectedError, match="label rule 'arr_delay > 15'") as raised:
+        etl.run_day(usecase, settings, JAN2, url)
+    assert "nothing was loaded" in str(raised.value)
+    kept = pd.read_parquet(raised.value.quarantine / "batch.parquet")
+    assert len(kept) == 943 and "late" in set(kept["arr_delay"].astype(str))
+    record = json.loads((raised.value.quarantine / "validation.json").read_text())
+    assert record["stage"] == "transform" and record["success"] is False
+    assert earlier.path.read_bytes() == earlier_bytes
