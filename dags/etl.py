@@ -7,6 +7,8 @@ that parsing this file costs no pandas, SQLAlchemy or Great Expectations import.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pendulum
 from airflow.sdk import DAG, Asset, dag, task
@@ -48,6 +50,17 @@ A rerun of a day replaces its partition; it never adds rows.
 - *extract_{table}* failed: the source database is down or unreadable (the message names it);
   the task retried with back-off. Clear it once the database is back.
 """
+
+
+@contextmanager
+def fail_without_retry_when_rejected() -> Iterator[None]:
+    """A quarantined batch fails its task at once: retrying the same rows cannot help."""
+    from driftline.validation import BatchRejectedError
+
+    try:
+        yield
+    except BatchRejectedError as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 def curated_asset(usecase: UseCase, settings: Settings) -> Asset:
@@ -93,22 +106,16 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
         @task
         def build_batch(extracted: dict) -> dict:
             from driftline import etl
-            from driftline.validation import BatchRejectedError
 
-            try:
+            with fail_without_retry_when_rejected():
                 return etl.transform_staged(usecase, settings, extracted)
-            except BatchRejectedError as exc:  # quarantined; retrying cannot help
-                raise AirflowFailException(str(exc)) from exc
 
         @task
         def validate_batch(built: dict) -> dict:
             from driftline import etl
-            from driftline.validation import BatchRejectedError
 
-            try:
+            with fail_without_retry_when_rejected():
                 return etl.validate_staged(usecase, settings, built)
-            except BatchRejectedError as exc:  # quarantined; retrying cannot help
-                raise AirflowFailException(str(exc)) from exc
 
         @task(outlets=[curated])
         def load_partition(validated: dict, outlet_events=None) -> dict:
