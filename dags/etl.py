@@ -16,14 +16,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from driftline.config import Settings, UseCase, list_usecases
+from driftline_defaults import default_args
 
-DEFAULT_ARGS = {
-    "owner": "driftline",
-    "retries": 2,
-    "retry_delay": dt.timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "execution_timeout": dt.timedelta(minutes=30),
-}
+DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(minutes=30))
 
 DOC = """
 ### {name}: nightly ETL

@@ -9,8 +9,13 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-# Airflow reads (and writes) its home at import: point it at a throw-away folder first.
+REPO = Path(__file__).resolve().parents[1]
+
+# Airflow reads (and writes) its home at import: point it at a throw-away folder first, and
+# at the project's DAGs (Airflow puts that folder on sys.path, as in production).
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="driftline-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -18,8 +23,6 @@ import pytest  # noqa: E402
 
 from driftline.config import Settings, UseCase, load_usecase  # noqa: E402
 from driftline.etl import BatchWindow  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")

@@ -71,8 +71,9 @@ def seed(ctx: _Context, url: str | None) -> None:
 @click.option("--db", "url", help="Source SQLAlchemy URL (default: the use-case's source URL).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first day that fails.")
 @pass_context
-def etl(ctx: _Context, start: dt.datetime, end: dt.datetime, url: str | None,
-        fail_fast: bool) -> None:
+def etl(
+    ctx: _Context, start: dt.datetime, end: dt.datetime, url: str | None, fail_fast: bool
+) -> None:
     """Run the nightly ETL for each day in a range, in-process (same steps as the DAG)."""
     from driftline.etl import run_day
 
@@ -92,8 +93,10 @@ def etl(ctx: _Context, start: dt.datetime, end: dt.datetime, url: str | None,
             continue
         loaded += result.rows
         label_missing += result.label_missing
-        click.echo(f"{day}  {result.rows:>6} rows  {result.label_missing:>4} without label  "
-                   f"-> {result.path}")
+        click.echo(
+            f"{day}  {result.rows:>6} rows  {result.label_missing:>4} without label  "
+            f"-> {result.path}"
+        )
     seconds = time.perf_counter() - began
     click.echo(
         f"{len(days) - len(failed)} of {len(days)} days loaded: {loaded:,} rows "
@@ -107,8 +110,12 @@ def etl(ctx: _Context, start: dt.datetime, end: dt.datetime, url: str | None,
 
 @main.command()
 @click.option("--day", type=DATE, help="Extract and build this day from the source, then validate.")
-@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Validate a batch Parquet file instead (e.g. a quarantined batch).")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Validate a batch Parquet file instead (e.g. a quarantined batch).",
+)
 @click.option("--db", "url", help="Source SQLAlchemy URL (with --day).")
 @pass_context
 def validate(ctx: _Context, day: dt.datetime | None, path: Path | None, url: str | None) -> None:
@@ -128,8 +135,10 @@ def validate(ctx: _Context, day: dt.datetime | None, path: Path | None, url: str
         source_url = url or ctx.settings.source_url(usecase)
         batch = transform(usecase, extract(usecase, source_url, window))
     outcome = validate_batch(batch, usecase, ctx.settings)
-    click.echo(f"{len(batch)} rows, suite {outcome.suite!r}: "
-               f"{outcome.evaluated - len(outcome.failures)} of {outcome.evaluated} passed")
+    click.echo(
+        f"{len(batch)} rows, suite {outcome.suite!r}: "
+        f"{outcome.evaluated - len(outcome.failures)} of {outcome.evaluated} passed"
+    )
     for failure in outcome.failures:
         click.echo(f"  FAILED {failure.describe()}")
     sys.exit(0 if outcome.success else 1)
@@ -149,30 +158,144 @@ def status(ctx: _Context) -> None:
     click.echo(f"  source database    {masked_url(settings.source_url(usecase))}")
     if partitions:
         rows = sum(r for _, _, r in partitions)
-        click.echo(f"  curated store      {settings.curated_dir(usecase.name)}: {len(partitions)} "
-                   f"days ({partitions[0][0]} .. {partitions[-1][0]}), {rows:,} rows")
+        click.echo(
+            f"  curated store      {settings.curated_dir(usecase.name)}: {len(partitions)} "
+            f"days ({partitions[0][0]} .. {partitions[-1][0]}), {rows:,} rows"
+        )
     else:
         click.echo(f"  curated store      {settings.curated_dir(usecase.name)}: empty")
     validations = settings.validation_result_path(usecase.name, dt.date.min).parent
-    click.echo(f"  validation results {validations}: "
-               f"{len(list(validations.glob('*.json')))} days")
+    click.echo(f"  validation results {validations}: {len(list(validations.glob('*.json')))} days")
     quarantined = sorted(settings.quarantine_dir(usecase.name, dt.date.min).parent.glob("*/"))
     click.echo(f"  quarantine         {len(quarantined)} batches")
     for folder in quarantined:
         record = json.loads((folder / "validation.json").read_text())
-        failed = ", ".join(f["expectation"] + (f"({f['column']})" if f["column"] else "")
-                           for f in record["failures"])
+        failed = ", ".join(
+            f["expectation"] + (f"({f['column']})" if f["column"] else "")
+            for f in record["failures"]
+        )
         click.echo(f"    {folder}: {failed}")
     airflow_home = os.environ.get("AIRFLOW_HOME")
     if airflow_home:
         click.echo(f"  airflow home       {airflow_home} (task logs in {airflow_home}/logs)")
 
 
+@main.command()
+@click.option("--window-end", type=DATE, required=True, help="Last day of the training window.")
+@click.option("--window-days", type=int, help="Window length (default: the use-case's).")
+@click.option("--reason", default="manual (cli)", show_default=True)
+@click.option("--force-promote", is_flag=True, help="Promote even if the gate says no.")
+@pass_context
+def train(
+    ctx: _Context,
+    window_end: dt.datetime,
+    window_days: int | None,
+    reason: str,
+    force_promote: bool,
+) -> None:
+    """Train, register and gate a model in-process (the same steps as the training DAG)."""
+    import json
+
+    from driftline import training
+
+    usecase = ctx.usecase
+    conf = {
+        "window_end": window_end.date().isoformat(),
+        "reason": reason,
+        "force_promote": force_promote,
+    }
+    if window_days is not None:
+        conf["window_days"] = window_days
+    request = training.TrainingRequest.from_conf(conf, usecase)
+    result = training.train(usecase, ctx.settings, request)
+    click.echo(
+        json.dumps({k: v for k, v in result.items() if k != "hashes"}, indent=2, default=str)
+    )
+
+
+@main.command()
+@click.argument("version")
+@pass_context
+def reproduce(ctx: _Context, version: str) -> None:
+    """Restore VERSION's data from the DVC remote, retrain it, compare the metrics."""
+    from driftline import training
+
+    result = training.reproduce(ctx.usecase, ctx.settings, version)
+    click.echo(
+        f"version {version} at DVC commit {result['commit']} "
+        f"(snapshot hash {'matches' if result['same_data'] else 'DIFFERS'}), "
+        f"retrained in {result['seconds']} s"
+    )
+    for metric, logged in result["logged"].items():
+        click.echo(
+            f"  {metric:<14} logged {logged!r:<22} reproduced {result['reproduced'][metric]!r}"
+        )
+    click.echo("identical" if result["identical"] else "DIFFERENT")
+    sys.exit(0 if result["identical"] and result["same_data"] else 1)
+
+
+@main.command()
+@click.argument("version")
+@click.option("--json", "as_json", is_flag=True, help="Print the lineage as JSON.")
+@pass_context
+def lineage(ctx: _Context, version: str, as_json: bool) -> None:
+    """Where VERSION came from: code, data hashes, validated days, Airflow run, reason."""
+    import json
+
+    from driftline import training
+
+    info = training.lineage(ctx.usecase, ctx.settings, version)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    days = info["validation"]
+    passed = [d for d, v in days.items() if v["success"] is True]
+    failed = [d for d, v in days.items() if v["success"] is False]
+    unknown = [d for d, v in days.items() if v["success"] is None]
+    click.echo(f"{info['model']} version {version}  aliases: {', '.join(info['aliases']) or '-'}")
+    click.echo(f"  code revision   {info['code_revision']}")
+    click.echo(
+        f"  DVC version     commit {info['dvc_commit']} in {info['dvc_workspace']} "
+        f"(tag {info['model']}-v{version}), remote {info['dvc_remote']}"
+    )
+    for path, md5 in info["dvc_hashes"].items():
+        click.echo(f"    {path:<22} md5 {md5}")
+    click.echo(f"  window          {info['window']}   holdout {info['holdout']}")
+    suites = sorted({v["suite"] for v in days.values() if v["suite"]})
+    folder = ctx.settings.validation_result_path(ctx.usecase.name, dt.date.min).parent
+    click.echo(
+        f"  validation      {len(passed)} of {len(days)} days passed {suites} when snapshotted"
+        f" (results in {folder})"
+        + (f"; FAILED: {failed}" if failed else "")
+        + (f"; no result: {unknown}" if unknown else "")
+    )
+    click.echo(f"  airflow run     {info['airflow_dag_id']} / {info['airflow_run_id']}")
+    if info["airflow_run_url"]:
+        click.echo(f"                  {info['airflow_run_url']}")
+    click.echo(f"  mlflow run      {info['mlflow_run_id']} at {info['mlflow_tracking_uri']}")
+    click.echo(f"  trigger reason  {info['trigger_reason']}")
+    click.echo(f"  gate            {info['gate']['decision']}: {info['gate']['reason']}")
+
+
+@main.command()
+@click.option("--reason", required=True, help="Why (recorded on both versions).")
+@pass_context
+def rollback(ctx: _Context, reason: str) -> None:
+    """Move the `champion` alias back to the `previous` version in one call."""
+    from driftline import registry
+
+    demoted, restored = registry.rollback(ctx.settings, ctx.usecase, reason)
+    click.echo(
+        f"{ctx.usecase.training.registered_model}: champion is version {restored} again "
+        f"(version {demoted} is now `previous`)"
+    )
+
+
 def run() -> None:
     """Entry point that turns config errors into one readable line instead of a traceback."""
     try:
         main(standalone_mode=True)
-    except ConfigError as exc:
+    except (ConfigError, ValueError, RuntimeError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

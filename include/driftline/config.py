@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 HOME_ENV = "DRIFTLINE_HOME"
 USECASES_ENV = "DRIFTLINE_USECASES_DIR"
 EXPECTATIONS_ENV = "DRIFTLINE_EXPECTATIONS_DIR"
+DVC_REMOTE_ENV = "DRIFTLINE_DVC_REMOTE"
+MLFLOW_ARTIFACTS_ENV = "DRIFTLINE_MLFLOW_ARTIFACT_ROOT"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
@@ -30,7 +32,7 @@ class ConfigError(ValueError):
     """A use-case config or a setting is wrong; the message names the file and the field."""
 
 
-def _project_root() -> Path:
+def project_root() -> Path:
     """The checkout this package was installed from (editable install), else the cwd."""
     candidate = Path(__file__).resolve().parents[2]
     if (candidate / "pyproject.toml").is_file() and (candidate / "usecases").is_dir():
@@ -48,7 +50,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        root = _project_root()
+        root = project_root()
         return cls(
             home=Path(os.environ.get(HOME_ENV) or root / "data").resolve(),
             usecases_dir=Path(os.environ.get(USECASES_ENV) or root / "usecases").resolve(),
@@ -79,6 +81,30 @@ class Settings:
 
     def validation_result_path(self, usecase: str, day: dt.date) -> Path:
         return self.home / "validations" / usecase / f"{day.isoformat()}.json"
+
+    def workspace_dir(self, usecase: str) -> Path:
+        """The training workspace (its own git + DVC repo): never the project checkout."""
+        return self.home / "training" / usecase
+
+    def dvc_remote(self, usecase: str) -> str:
+        """DVC remote URL: $DRIFTLINE_DVC_REMOTE (e.g. s3://bucket/path) or a local folder."""
+        remote = os.environ.get(DVC_REMOTE_ENV)
+        return (
+            f"{remote.rstrip('/')}/{usecase}" if remote else str(self.home / "dvc-remote" / usecase)
+        )
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """$MLFLOW_TRACKING_URI (a server or a database URL), else SQLite under the home."""
+        return (
+            os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+        )
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        """Artifact root for experiments created against a database store (not a server)."""
+        return os.environ.get(MLFLOW_ARTIFACTS_ENV) or (self.home / "mlflow" / "artifacts").as_uri()
 
     def suite_path(self, suite: str) -> Path:
         return self.expectations_dir / f"{suite}.json"
@@ -129,6 +155,25 @@ class ValidationConfig(_Strict):
     parameters: dict[str, float | int | str] = Field(default_factory=dict)
 
 
+class GateConfig(_Strict):
+    primary_metric: str = "roc_auc"
+    min_improvement: float = 0.0
+    floor: float = 0.5
+    slice_tolerance: float = 0.05
+    min_slice_rows: int = 100
+    # column -> how many of its largest values are slices (0: every value)
+    slices: dict[str, int] = Field(default_factory=dict)
+
+
+class TrainingConfig(_Strict):
+    experiment: str
+    registered_model: str
+    window_days: int = Field(31, ge=1, le=366)
+    holdout_days: int = Field(7, ge=1, le=92)
+    min_train_rows: int = Field(1000, ge=1)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
 class UseCase(_Strict):
     """One use-case: where its data comes from, how a batch is built, and how it is judged."""
 
@@ -145,6 +190,7 @@ class UseCase(_Strict):
     features: FeatureConfig
     passthrough: list[str] = Field(default_factory=list)
     validation: ValidationConfig
+    training: TrainingConfig | None = None
 
     @field_validator("name")
     @classmethod

@@ -131,7 +131,10 @@ def extract(usecase: UseCase, source_url: str, window: BatchWindow) -> dict[str,
             frame[time_column] = pd.to_datetime(frame[time_column], utc=True, errors="coerce")
     log.info(
         "%s %s: extracted %s from %s",
-        usecase.name, window.day, {k: len(v) for k, v in tables.items()}, masked_url(source_url),
+        usecase.name,
+        window.day,
+        {k: len(v) for k, v in tables.items()},
+        masked_url(source_url),
     )
     return tables
 
@@ -192,7 +195,10 @@ def label_values(batch: pd.DataFrame, usecase: UseCase) -> pd.Series:
 
 
 def load_partition(
-    batch: pd.DataFrame, usecase: UseCase, settings: Settings, day: dt.date,
+    batch: pd.DataFrame,
+    usecase: UseCase,
+    settings: Settings,
+    day: dt.date,
     validation: dict[str, Any],
 ) -> LoadResult:
     """Write the validated batch as the day's partition, replacing any earlier one atomically.
@@ -217,8 +223,15 @@ def load_partition(
             "evaluated_expectations": validation["evaluated_expectations"],
         },
     )
-    log.info("%s %s: loaded %d rows (%d without label) into %s%s", usecase.name, day,
-             len(rows), label_missing, target, " (replaced)" if replaced else "")
+    log.info(
+        "%s %s: loaded %d rows (%d without label) into %s%s",
+        usecase.name,
+        day,
+        len(rows),
+        label_missing,
+        target,
+        " (replaced)" if replaced else "",
+    )
     return LoadResult(day, target, len(rows), label_missing, replaced)
 
 
@@ -271,8 +284,7 @@ def load_staged(usecase: UseCase, settings: Settings, validated: dict) -> dict:
         raise RuntimeError(
             f"{path} changed after it was validated (another run of {day}?); rerun the day"
         )
-    result = load_partition(pd.read_parquet(path), usecase, settings, day,
-                            validated["validation"])
+    result = load_partition(pd.read_parquet(path), usecase, settings, day, validated["validation"])
     shutil.rmtree(settings.staging_dir(usecase.name, day), ignore_errors=True)
     return result.as_dict()
 
@@ -308,4 +320,3 @@ def read_curated(
     if not frames:
         return pd.DataFrame(columns=usecase.curated_columns)
     return pd.concat(frames, ignore_index=True)
-

@@ -91,4 +91,3 @@ def read_parquet_metadata(path: Path) -> dict[str, Any]:
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(METADATA_KEY)
     return json.loads(raw) if raw else {}
-

@@ -120,15 +120,23 @@ def gate_batch(
     }
     storage.write_json(record, settings.validation_result_path(usecase.name, day))
     if outcome.success:
-        log.info("%s %s: %d rows passed %d expectations", usecase.name, day, len(batch),
-                 outcome.evaluated)
+        log.info(
+            "%s %s: %d rows passed %d expectations",
+            usecase.name,
+            day,
+            len(batch),
+            outcome.evaluated,
+        )
         return outcome
     quarantine = quarantine_batch(batch, record, usecase, settings, day)
     raise BatchValidationError(usecase.name, day, outcome, quarantine)
 
 
 def quarantine_batch(
-    batch: pd.DataFrame, record: dict[str, Any], usecase: UseCase, settings: Settings,
+    batch: pd.DataFrame,
+    record: dict[str, Any],
+    usecase: UseCase,
+    settings: Settings,
     day: dt.date,
 ) -> Path:
     """Keep the rejected batch and why it was rejected, for an operator to inspect."""
@@ -170,9 +178,19 @@ def _observed(result: dict[str, Any], kwargs: dict[str, Any]) -> str:
 
 def _expected(kwargs: dict[str, Any]) -> str:
     shown = {
-        k: v for k, v in kwargs.items()
-        if k in {"min_value", "max_value", "value_set", "type_list", "type_", "regex",
-                 "column_set", "mostly"}
+        k: v
+        for k, v in kwargs.items()
+        if k
+        in {
+            "min_value",
+            "max_value",
+            "value_set",
+            "type_list",
+            "type_",
+            "regex",
+            "column_set",
+            "mostly",
+        }
     }
     return f" (expected {shown})" if shown else ""
 

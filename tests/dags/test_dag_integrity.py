@@ -20,9 +20,10 @@ HEAVY = {"pandas", "great_expectations", "mlflow", "evidently", "xgboost", "dvc"
 
 
 def _dagbag(dag_folder: Path = REPO / "dags"):
-    from airflow.dag_processing.dagbag import DagBag
+    """The bag the dag-processor uses (it puts the bundle's folder on sys.path)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    return DagBag(dag_folder=str(dag_folder), safe_mode=False)
+    return BundleDagBag(dag_folder=str(dag_folder), bundle_path=dag_folder, safe_mode=False)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def test_dag_file_imports_nothing_heavy_at_parse_time(path):
     """Run the file in a fresh interpreter and list the top-level packages it pulled in."""
     probe = (
         "import sys, json, importlib.util\n"
+        f"sys.path.insert(0, {str(path.parent)!r})  # as Airflow does for its dags folder\n"
         "import airflow.sdk\n"
         "before = set(sys.modules)\n"
         f"spec = importlib.util.spec_from_file_location('dagfile', {str(path)!r})\n"
@@ -93,3 +95,16 @@ def test_a_second_usecase_needs_only_a_config_file(tmp_path, monkeypatch):
     bag = _dagbag()
     assert bag.import_errors == {}
     assert {"flights_etl", "flights_copy_etl"} <= set(bag.dag_ids)
+
+
+def test_training_dag_is_manual_one_at_a_time_with_a_params_schema(dagbag):
+    dag = dagbag.dags["flights_training"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # by hand or by the drift sensor
+    assert dag.max_active_runs == 1
+    assert set(dag.params) == {"window_end", "window_days", "reason", "force_promote",
+                               "evidence"}
+    assert dag.params.get_param("window_days").schema["minimum"] == 1
+    assert [t.task_id for t in dag.tasks] == [
+        "check_request", "snapshot_window", "run_dvc_pipeline", "register_model",
+        "gate_challenger",
+    ]

@@ -3,59 +3,35 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
-import pendulum
 import pytest
 
-from tests.conftest import REPO, corrupt, repo_settings, sqlite_url
+from tests.conftest import corrupt, repo_settings, sqlite_url
+from tests.integration.conftest import airflow_env, run, run_date
 
 pytestmark = pytest.mark.integration
 
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
-
-
-def run_date(day: dt.date) -> str:
-    """The logical date of the nightly run that processes `day` (midnight New York after it)."""
-    return pendulum.datetime(day.year, day.month, day.day, tz="America/New_York").add(
-        days=1).isoformat()
-
-
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory, seeded_source) -> dict[str, str]:
+def env(tmp_path_factory, seeded_source) -> dict[str, str]:
     root = tmp_path_factory.mktemp("airflow-run")
     source = root / "source.db"
     shutil.copyfile(seeded_source, source)
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "DRIFTLINE_HOME": str(root / "state"),
-        "DRIFTLINE_FLIGHTS_SOURCE_URL": sqlite_url(source),
-    }
-    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    return env
+    return airflow_env(root, sqlite_url(source))
 
 
 def dags_test(env: dict[str, str], day: dt.date) -> subprocess.CompletedProcess:
-    return subprocess.run([AIRFLOW, "dags", "test", "flights_etl", run_date(day)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run(env, "airflow", "dags", "test", "flights_etl", run_date(day))
 
 
-def test_two_nights_load_their_partitions_and_a_rerun_changes_nothing(airflow_env):
-    settings = repo_settings(Path(airflow_env["DRIFTLINE_HOME"]))
+def test_two_nights_load_their_partitions_and_a_rerun_changes_nothing(env):
+    settings = repo_settings(Path(env["DRIFTLINE_HOME"]))
     expected = {dt.date(2013, 1, 1): 842, dt.date(2013, 1, 2): 943}
     for day in expected:
-        done = dags_test(airflow_env, day)
+        done = dags_test(env, day)
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     for day, rows in expected.items():
         partition = settings.partition_dir("flights", day) / "part-0.parquet"
@@ -66,7 +42,7 @@ def test_two_nights_load_their_partitions_and_a_rerun_changes_nothing(airflow_en
 
     jan1 = settings.partition_dir("flights", dt.date(2013, 1, 1)) / "part-0.parquet"
     before = jan1.read_bytes()
-    rerun = dags_test(airflow_env, dt.date(2013, 1, 1))
+    rerun = dags_test(env, dt.date(2013, 1, 1))
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
     assert jan1.read_bytes() == before
     assert sorted(p.parent.name for p in settings.curated_dir("flights").glob("*/*.parquet")) \
@@ -74,7 +50,7 @@ def test_two_nights_load_their_partitions_and_a_rerun_changes_nothing(airflow_en
 
 
 def test_a_corrupted_night_fails_names_the_expectation_and_loads_nothing(
-    airflow_env, tmp_path, seeded_source, usecase
+    env, tmp_path, seeded_source, usecase
 ):
     broken = tmp_path / "broken.db"
     shutil.copyfile(seeded_source, broken)
@@ -82,7 +58,7 @@ def test_a_corrupted_night_fails_names_the_expectation_and_loads_nothing(
     corrupt(broken, usecase, day,
             "UPDATE flights SET origin = 'XXX' WHERE rowid = (SELECT rowid FROM flights "
             "WHERE time_hour >= :start AND time_hour < :end LIMIT 1)")
-    env = {**airflow_env, "DRIFTLINE_FLIGHTS_SOURCE_URL": sqlite_url(broken)}
+    env = {**env, "DRIFTLINE_FLIGHTS_SOURCE_URL": sqlite_url(broken)}
     done = dags_test(env, day)
     log = done.stdout + done.stderr
     assert done.returncode != 0

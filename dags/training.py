@@ -1,0 +1,159 @@
+"""Training DAGs: one `<usecase>_training` per use-case config that has a `training` section.
+
+Started by hand (the trigger form's Params) or by the drift sensor; never on a timetable.
+Wiring only: each task calls one function of `driftline.training`, imported inside the task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import DAG, Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from driftline.config import Settings, UseCase, list_usecases
+from driftline_defaults import default_args
+
+DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(hours=1))
+
+DOC = """
+### {name}: retrain, register, and promote only a better model
+
+1. **check_request**: validates the trigger's conf (unknown fields are refused here; Airflow
+   itself lets them through);
+2. **snapshot_window**: copies the window ({days} days ending `window_end`) and the
+   {holdout} holdout days after it from the curated store into the training workspace
+   `{workspace}` (`dvc add`);
+3. **run_dvc_pipeline**: `dvc repro` (prepare -> train -> evaluate), git commit (the version's
+   DVC address), `dvc push` to `{remote}`;
+4. **register_model**: one MLflow run per DAG run in experiment `{experiment}` (params,
+   metrics, plots, model with signature, DVC hashes, code revision, this run, the reason), a
+   new version of `{model}` with alias `challenger`;
+5. **gate_challenger**: champion and challenger scored on the same DVC-pinned holdout; the
+   `champion` alias moves only if the challenger beats it by {margin} {metric}, reaches
+   {floor}, and loses at most {tolerance} on any slice (or `force_promote`). The old champion
+   keeps the alias `previous`; the decision is written on the version.
+
+**When it fails**
+- *check_request*: the conf is wrong; the message names the field. Trigger again.
+- *snapshot_window*: days of the window have no curated partition; run the ETL for them.
+- *run_dvc_pipeline*: the DVC output is in the log; the workspace is locked per run, so a
+  retry is safe. A remote that is down fails the push; nothing is registered.
+- *register_model* / *gate_challenger*: MLflow is unreachable; retry once it is back. A
+  retry reuses the run and the version, and the `champion` alias only moves in the gate.
+- A bad champion in production: `driftline rollback --reason "..."`.
+"""
+
+
+def training_dag(usecase: UseCase, settings: Settings) -> DAG:
+    training = usecase.training
+    first_end = usecase.start_date + dt.timedelta(days=training.window_days - 1)
+    gate = training.gate
+
+    @dag(
+        dag_id=f"{usecase.name}_training",
+        schedule=None,
+        start_date=pendulum.datetime(2013, 1, 1, tz=usecase.timezone),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["driftline", "training", usecase.name],
+        params={
+            "window_end": Param(
+                first_end.isoformat(),
+                type="string",
+                format="date",
+                pattern=_not_before_year(usecase.start_date.year),
+                description="Last day of the training window (YYYY-MM-DD). The holdout is "
+                f"the {training.holdout_days} days after it.",
+            ),
+            "window_days": Param(training.window_days, type="integer", minimum=1, maximum=366,
+                                 description="Length of the training window in days."),
+            "reason": Param("manual", type="string", minLength=1, maxLength=500,
+                            description="Why this retraining (kept on the model version)."),
+            "force_promote": Param(False, type="boolean",
+                                   description="Promote even if the gate says no."),
+            "evidence": Param({}, type="object",
+                              description="Drift evidence, filled in by the drift sensor."),
+        },
+        doc_md=DOC.format(
+            name=usecase.name, days=training.window_days, holdout=training.holdout_days,
+            workspace=settings.workspace_dir(usecase.name),
+            remote=settings.dvc_remote(usecase.name), experiment=training.experiment,
+            model=training.registered_model, margin=gate.min_improvement,
+            metric=gate.primary_metric, floor=gate.floor, tolerance=gate.slice_tolerance,
+        ),
+    )
+    def pipeline() -> None:
+        @task
+        def check_request(params=None) -> dict:
+            from driftline.training import TrainingRequest, TrainingRequestError
+
+            try:
+                return TrainingRequest.from_conf(dict(params), usecase).as_dict()
+            except TrainingRequestError as exc:  # a wrong request does not heal on retry
+                raise AirflowFailException(f"refused: {exc}") from exc
+
+        @task
+        def snapshot_window(request: dict) -> dict:
+            from driftline import training
+
+            try:
+                return training.snapshot_window(usecase, settings, _request(request))
+            except training.TrainingRequestError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task
+        def run_dvc_pipeline(request: dict, snapshot: dict, dag_run=None) -> dict:
+            from driftline import training
+
+            req = _request(request)
+            return training.run_pipeline(
+                usecase, settings,
+                f"train {req.window_start}..{req.window_end} ({req.reason}; "
+                f"{dag_run.dag_id} {dag_run.run_id})",
+            )
+
+        @task
+        def register_model(request: dict, pipeline: dict, dag_run=None) -> dict:
+            from driftline import training
+
+            return training.register(
+                usecase, settings, _request(request),
+                training.run_key_for(dag_run.dag_id, dag_run.run_id),
+                {"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id},
+                pipeline,
+            )
+
+        @task
+        def gate_challenger(request: dict, registered: dict) -> dict:
+            from driftline import training
+
+            return training.gate(usecase, settings, _request(request), registered["version"])
+
+        def _request(raw: dict):
+            from driftline.training import TrainingRequest
+
+            return TrainingRequest.from_dict(raw)
+
+        request = check_request()
+        pipeline_result = run_dvc_pipeline(request, snapshot_window(request))
+        gate_challenger(request, register_model(request, pipeline_result))
+
+    return pipeline()
+
+
+def _not_before_year(year: int) -> str:
+    """A date pattern admitting years >= `year` (JSON Schema has no date minimum)."""
+    decade, digit = divmod(year % 100, 10)
+    century = year // 100
+    later_in_decade = f"{century}{decade}[{digit}-9]" if digit < 9 else f"{century}{decade}9"
+    later_decades = f"|{century}[{decade + 1}-9][0-9]" if decade < 9 else ""
+    return rf"^({later_in_decade}{later_decades}|{century + 1}[0-9]{{2}})-[0-9]{{2}}-[0-9]{{2}}$"
+
+
+_settings = Settings.from_env()
+for _usecase in list_usecases(_settings):
+    if _usecase.training is not None:
+        globals()[f"{_usecase.name}_training"] = training_dag(_usecase, _settings)

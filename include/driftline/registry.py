@@ -1,0 +1,369 @@
+"""MLflow: one run per training run, registered versions, and the champion/challenger gate.
+
+Aliases of the registered model: `challenger` marks the newest candidate, `champion` serves,
+`previous` is the champion it replaced (what `driftline rollback` returns to).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
+
+from driftline import evaluation
+from driftline.config import GateConfig, Settings, UseCase
+from driftline.model import TrainedModel
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+RUN_TAG = "driftline.run_key"
+
+
+# --- the gate: a pure decision over scores ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Quality of one model on one holdout: overall figures and the primary metric per slice."""
+
+    overall: dict[str, float]
+    slices: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    checks: dict[str, Any]
+
+
+def decide(
+    challenger: Scores, champion: Scores | None, gate: GateConfig, force: bool = False
+) -> Decision:
+    """Promote only a challenger that beats the champion by the margin, reaches the floor and
+    regresses on no slice beyond the tolerance; with no champion yet, the floor alone decides;
+    `force` promotes regardless (and says so)."""
+    metric = gate.primary_metric
+    higher = evaluation.HIGHER_IS_BETTER[metric]
+    value = challenger.overall[metric]
+    checks: dict[str, Any] = {"metric": metric, "challenger": value}
+    if force:
+        return Decision(True, "forced by the trigger (force_promote)", checks)
+    if math.isnan(value):
+        return Decision(False, f"challenger {metric} is undefined on the holdout", checks)
+    above_floor = value >= gate.floor if higher else value <= gate.floor
+    checks["floor"] = gate.floor
+    if not above_floor:
+        return Decision(
+            False, f"challenger {metric} {value:.4f} misses the floor {gate.floor}", checks
+        )
+    if champion is None:
+        return Decision(True, "no champion yet", checks)
+    incumbent = champion.overall[metric]
+    gain = (value - incumbent) if higher else (incumbent - value)
+    checks.update(champion=incumbent, gain=gain, min_improvement=gate.min_improvement)
+    if gain < gate.min_improvement:
+        return Decision(
+            False,
+            f"challenger {metric} {value:.4f} does not beat the champion's {incumbent:.4f} "
+            f"by {gate.min_improvement}",
+            checks,
+        )
+    regressions = {}
+    for name, ours in challenger.slices.items():
+        theirs = champion.slices.get(name)
+        if theirs is None or math.isnan(theirs) or math.isnan(ours):
+            continue
+        loss = (theirs - ours) if higher else (ours - theirs)
+        if loss > gate.slice_tolerance:
+            regressions[name] = round(loss, 4)
+    checks["slice_regressions"] = regressions
+    if regressions:
+        worst = max(regressions, key=regressions.get)
+        return Decision(
+            False,
+            f"better overall ({gain:+.4f}) but worse on {len(regressions)} slice(s), e.g. "
+            f"{worst} by {regressions[worst]} > tolerance {gate.slice_tolerance}",
+            checks,
+        )
+    return Decision(True, f"beats the champion by {gain:+.4f} with no slice regression", checks)
+
+
+def score(model_predict, holdout: pd.DataFrame, usecase: UseCase) -> Scores:
+    """Scores of a predict function on a holdout, with the gate's slices."""
+    gate = usecase.training.gate
+    y_prob = np.asarray(model_predict(holdout[usecase.features.all]), dtype=np.float64)
+    y_true = holdout[usecase.label.name].astype(int).to_numpy()
+    slices = evaluation.slice_quality(
+        holdout,
+        y_prob,
+        usecase.label.name,
+        evaluation.slice_values(holdout, gate.slices),
+        gate.min_slice_rows,
+    )
+    return Scores(
+        overall=evaluation.quality(y_true, y_prob),
+        slices={name: q[gate.primary_metric] for name, q in slices.items()},
+    )
+
+
+# --- MLflow plumbing --------------------------------------------------------------------
+
+
+def client(settings: Settings) -> mlflow.MlflowClient:
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return mlflow.MlflowClient(settings.mlflow_tracking_uri)
+
+
+def experiment_id(settings: Settings, usecase: UseCase) -> str:
+    mlflow_client = client(settings)
+    name = usecase.training.experiment
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    is_server = settings.mlflow_tracking_uri.startswith(("http://", "https://"))
+    location = None if is_server else f"{settings.mlflow_artifact_root}/{name}"
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def find_or_start_run(
+    settings: Settings, usecase: UseCase, run_key: str, tags: dict[str, str]
+) -> str:
+    """The one MLflow run of a training run (found again by its key on a task retry)."""
+    mlflow_client = client(settings)
+    exp = experiment_id(settings, usecase)
+    found = mlflow_client.search_runs(
+        [exp], filter_string=f"tags.{RUN_TAG} = '{_quoted(run_key)}'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    run = mlflow_client.create_run(exp, run_name=run_key, tags={RUN_TAG: run_key, **tags})
+    return run.info.run_id
+
+
+def _quoted(value: str) -> str:
+    return value.replace("'", "")
+
+
+class DelayModel(PythonModel):
+    """Scores raw curated rows: the saved booster plus its category encoding."""
+
+    def load_context(self, context) -> None:
+        self.model = TrainedModel.load(Path(context.artifacts["model"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
+        return pd.Series(self.model.predict_proba(model_input), name="probability")
+
+
+def log_model_version(
+    settings: Settings,
+    usecase: UseCase,
+    run_id: str,
+    workspace_root: Path,
+    params: dict[str, Any],
+    tags: dict[str, str],
+) -> str:
+    """Log params, metrics, plots and the model into the run; register it; mark `challenger`.
+
+    Returns the version; a retry finds the version already made by this run.
+    """
+    mlflow_client = client(settings)
+    name = usecase.training.registered_model
+    existing = [v for v in _versions(mlflow_client, name) if v.run_id == run_id]
+    if existing:
+        return str(existing[0].version)
+    from mlflow.models import infer_signature
+
+    metrics = json.loads((workspace_root / "metrics.json").read_text())
+    holdout = pd.read_parquet(workspace_root / "data" / "holdout.parquet")
+    trained = TrainedModel.load(workspace_root / "model")
+    example = holdout[trained.schema.features].head(5)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params(_flat(params))
+        mlflow.log_metrics({k: v for k, v in _flat(metrics).items() if _finite(v)})
+        mlflow.set_tags(tags)
+        mlflow.log_artifact(str(workspace_root / "metrics.json"), "evaluation")
+        for plot in sorted((workspace_root / "plots").glob("*.json")):
+            mlflow.log_artifact(str(plot), "evaluation")
+            mlflow.log_figure(_figure(plot), f"evaluation/{plot.stem}.png")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=DelayModel(),
+            artifacts={"model": str(workspace_root / "model")},
+            signature=infer_signature(example, trained.predict_proba(example)),
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+        )
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
+    log.info("registered %s version %s from run %s", name, version.version, run_id)
+    return str(version.version)
+
+
+def _versions(mlflow_client: mlflow.MlflowClient, name: str) -> list:
+    try:
+        return mlflow_client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+
+
+def alias_version(settings: Settings, name: str, alias: str) -> str | None:
+    try:
+        return str(client(settings).get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_version(settings: Settings, name: str, version: str):
+    """The pyfunc of a registered version (champion and challenger load the same way)."""
+    client(settings)
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+
+def record_decision(
+    settings: Settings,
+    usecase: UseCase,
+    version: str,
+    champion_version: str | None,
+    decision: Decision,
+    challenger: Scores,
+    champion: Scores | None,
+) -> None:
+    """Write the decision on the version and move the aliases if it is a promotion."""
+    mlflow_client = client(settings)
+    name = usecase.training.registered_model
+    metric = usecase.training.gate.primary_metric
+    verdict = "promoted" if decision.promote else "not promoted"
+    mlflow_client.set_model_version_tag(name, version, "gate.decision", verdict)
+    mlflow_client.set_model_version_tag(name, version, "gate.reason", decision.reason)
+    mlflow_client.set_model_version_tag(
+        name, version, "gate.champion_version", champion_version or "none"
+    )
+    mlflow_client.set_model_version_tag(
+        name,
+        version,
+        "gate.scores",
+        json.dumps(
+            {
+                "challenger": asdict(challenger),
+                "champion": asdict(champion) if champion else None,
+                "checks": decision.checks,
+            },
+            default=float,
+        ),
+    )
+    champion_text = (
+        f"{champion.overall[metric]:.4f} (version {champion_version})" if champion else "none"
+    )
+    mlflow_client.update_model_version(
+        name,
+        version,
+        description=(
+            f"Gate: {verdict}. {decision.reason}.\n"
+            f"Holdout {metric}: challenger {challenger.overall[metric]:.4f}, "
+            f"champion {champion_text}."
+        ),
+    )
+    if decision.promote:
+        if champion_version and champion_version != version:
+            mlflow_client.set_registered_model_alias(name, PREVIOUS, champion_version)
+        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    log.info("%s version %s %s: %s", name, version, verdict, decision.reason)
+
+
+def rollback(settings: Settings, usecase: UseCase, reason: str) -> tuple[str, str]:
+    """champion <- previous in one call; previous <- the demoted version (so it can be undone).
+
+    Recorded as tags on both versions. Returns (demoted, restored).
+    """
+    mlflow_client = client(settings)
+    name = usecase.training.registered_model
+    current = alias_version(settings, name, CHAMPION)
+    previous = alias_version(settings, name, PREVIOUS)
+    if current is None or previous is None:
+        raise RuntimeError(
+            f"{name}: rollback needs both a champion ({current}) and a previous "
+            f"version ({previous})"
+        )
+    mlflow_client.set_registered_model_alias(name, CHAMPION, previous)
+    mlflow_client.set_registered_model_alias(name, PREVIOUS, current)
+    stamp = pd.Timestamp.now(tz="UTC").isoformat()
+    mlflow_client.set_model_version_tag(name, current, "rollback.demoted", f"{stamp}: {reason}")
+    mlflow_client.set_model_version_tag(name, previous, "rollback.restored", f"{stamp}: {reason}")
+    log.warning(
+        "%s: champion rolled back from version %s to %s (%s)", name, current, previous, reason
+    )
+    return current, previous
+
+
+def version_info(settings: Settings, usecase: UseCase, version: str) -> dict[str, Any]:
+    mlflow_client = client(settings)
+    found = mlflow_client.get_model_version(usecase.training.registered_model, version)
+    run = mlflow_client.get_run(found.run_id)
+    return {
+        "version": str(found.version),
+        "run_id": found.run_id,
+        "tags": dict(found.tags),
+        "aliases": list(found.aliases),
+        "description": found.description,
+        "run_tags": dict(run.data.tags),
+        "metrics": dict(run.data.metrics),
+        "params": dict(run.data.params),
+    }
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}".replace("=", "_")
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = ",".join(str(v) for v in value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _figure(plot: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = json.loads(plot.read_text())
+    figure, axis = plt.subplots(figsize=(4, 4))
+    if plot.stem == "roc":
+        axis.plot([r["fpr"] for r in rows], [r["tpr"] for r in rows])
+        axis.plot([0, 1], [0, 1], linestyle=":", color="grey")
+        axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    else:
+        axis.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], marker="o")
+        axis.plot([0, 1], [0, 1], linestyle=":", color="grey")
+        axis.set(xlabel="predicted", ylabel="observed", title="Calibration")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [
+        f"{p}=={version(p)}"
+        for p in ("mlflow", "xgboost", "pandas", "numpy", "scikit-learn", "pyarrow")
+    ]

@@ -1,0 +1,104 @@
+"""The DVC pipeline's stage commands (dvc.yaml): `python -m driftline.stages STAGE`.
+
+Each runs in a training workspace and reads only its params.yaml and the files DVC gives it,
+so a committed version of the workspace is everything needed to run it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import yaml
+
+from driftline import evaluation, storage
+from driftline.model import FeatureSchema, TrainedModel, fit
+
+WINDOW = Path("data/window.parquet")
+TRAIN = Path("data/train.parquet")
+HOLDOUT = Path("data/holdout.parquet")
+MODEL = Path("model")
+METRICS = Path("metrics.json")
+PLOTS = Path("plots")
+
+
+def read_params(root: Path = Path(".")) -> dict[str, Any]:
+    return yaml.safe_load((root / "params.yaml").read_text())
+
+
+def split_window(window: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training days and the later holdout days, labelled rows only, in a stable order."""
+    schema = FeatureSchema.from_dict(params["schema"])
+    run = params["run"]
+    day = window[schema.event_time].dt.tz_convert(ZoneInfo(run["timezone"])).dt.date
+    labelled = window[schema.label].notna()
+
+    def between(first: str, last: str) -> pd.DataFrame:
+        mask = (
+            labelled & (day >= dt.date.fromisoformat(first)) & (day <= dt.date.fromisoformat(last))
+        )
+        return window[mask].sort_values(schema.key, kind="stable").reset_index(drop=True)
+
+    return (
+        between(run["window_start"], run["window_end"]),
+        between(run["holdout_start"], run["holdout_end"]),
+    )
+
+
+def prepare(root: Path = Path(".")) -> None:
+    params = read_params(root)
+    train, holdout = split_window(pd.read_parquet(root / WINDOW), params)
+    if train.empty or holdout.empty:
+        raise SystemExit(
+            f"prepare: {len(train)} training and {len(holdout)} holdout rows; "
+            "both must be non-empty"
+        )
+    storage.write_parquet(train, root / TRAIN)
+    storage.write_parquet(holdout, root / HOLDOUT)
+
+
+def train(root: Path = Path(".")) -> None:
+    params = read_params(root)
+    began = time.perf_counter()
+    model = fit(
+        pd.read_parquet(root / TRAIN), FeatureSchema.from_dict(params["schema"]), params["train"]
+    )
+    model.save(root / MODEL)
+    print(f"train: {time.perf_counter() - began:.2f} s")  # noqa: T201 - DVC stage output
+
+
+def evaluate(root: Path = Path(".")) -> None:
+    params = read_params(root)
+    model = TrainedModel.load(root / MODEL)
+    holdout = pd.read_parquet(root / HOLDOUT)
+    y_prob = model.predict_proba(holdout)
+    y_true = holdout[model.schema.label].astype(int).to_numpy()
+    gate = params["evaluation"]
+    slices = evaluation.slice_values(holdout, gate["slices"])
+    report = {
+        **evaluation.quality(y_true, y_prob),
+        "slices": evaluation.slice_quality(
+            holdout, y_prob, model.schema.label, slices, gate["min_slice_rows"]
+        ),
+    }
+    storage.write_json(report, root / METRICS)
+    for name, rows in evaluation.plot_data(y_true, y_prob).items():
+        storage.write_json(rows, root / PLOTS / f"{name}.json")
+
+
+STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or argv[0] not in STAGES:
+        raise SystemExit(f"usage: python -m driftline.stages {{{','.join(STAGES)}}}")
+    STAGES[argv[0]]()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

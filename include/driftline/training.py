@@ -1,0 +1,417 @@
+"""A training run: snapshot the window, `dvc repro`, register in MLflow, gate the challenger.
+
+The Airflow DAG runs these steps as tasks; `driftline train` runs them in one process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from driftline import etl, registry, storage
+from driftline.config import Settings, UseCase, project_root
+from driftline.model import FeatureSchema
+from driftline.workspace import WINDOW_FILE, Workspace, WorkspaceError
+
+log = logging.getLogger(__name__)
+
+VALIDATIONS_FILE = "validations.json"
+REQUEST_FIELDS = {"window_end", "window_days", "reason", "force_promote", "evidence"}
+MAX_REASON = 500
+
+
+class TrainingRequestError(ValueError):
+    """The trigger's conf is not a valid training request; the message names the field."""
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    window_end: dt.date
+    window_days: int
+    holdout_days: int
+    reason: str
+    force_promote: bool = False
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def window_start(self) -> dt.date:
+        return self.window_end - dt.timedelta(days=self.window_days - 1)
+
+    @property
+    def holdout_start(self) -> dt.date:
+        return self.window_end + dt.timedelta(days=1)
+
+    @property
+    def holdout_end(self) -> dt.date:
+        return self.window_end + dt.timedelta(days=self.holdout_days)
+
+    def days(self) -> list[dt.date]:
+        count = (self.holdout_end - self.window_start).days + 1
+        return [self.window_start + dt.timedelta(days=i) for i in range(count)]
+
+    def as_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["window_end"] = self.window_end.isoformat()
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainingRequest:
+        """The inverse of as_dict (a request already checked by from_conf)."""
+        return cls(**{**raw, "window_end": dt.date.fromisoformat(raw["window_end"])})
+
+    @classmethod
+    def from_conf(cls, conf: dict[str, Any], usecase: UseCase) -> TrainingRequest:
+        """Check a trigger's conf (Airflow lets undeclared keys through; this does not)."""
+        unknown = sorted(set(conf) - REQUEST_FIELDS)
+        if unknown:
+            raise TrainingRequestError(
+                f"unknown field(s) {unknown}; a training request takes {sorted(REQUEST_FIELDS)}"
+            )
+        training = usecase.training
+        try:
+            window_end = dt.date.fromisoformat(str(conf.get("window_end")))
+        except ValueError as exc:
+            raise TrainingRequestError(
+                f"window_end: {conf.get('window_end')!r} is not a date (YYYY-MM-DD)"
+            ) from exc
+        days = conf.get("window_days", training.window_days)
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 366:
+            raise TrainingRequestError(f"window_days: {days!r} is not a whole number 1..366")
+        reason = conf.get("reason", "manual")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise TrainingRequestError(f"reason: must be text of at most {MAX_REASON} characters")
+        force = conf.get("force_promote", False)
+        if not isinstance(force, bool):
+            raise TrainingRequestError(f"force_promote: {force!r} is not true or false")
+        evidence = conf.get("evidence") or {}
+        if not isinstance(evidence, dict):
+            raise TrainingRequestError("evidence: must be an object")
+        request = cls(window_end, days, training.holdout_days, reason, force, evidence)
+        if request.window_start < usecase.start_date:
+            raise TrainingRequestError(
+                f"window_end: the {days}-day window would start {request.window_start}, before "
+                f"the use-case's first day {usecase.start_date}"
+            )
+        return request
+
+
+def feature_schema(usecase: UseCase) -> FeatureSchema:
+    return FeatureSchema(
+        key=usecase.key,
+        event_time=usecase.event_time,
+        label=usecase.label.name,
+        categorical=list(usecase.features.categorical),
+        numerical=list(usecase.features.numerical),
+    )
+
+
+def pipeline_params(usecase: UseCase, request: TrainingRequest) -> dict[str, Any]:
+    """The sections a run adds to params.yaml: what DVC needs to rerun the version alone."""
+    gate = usecase.training.gate
+    return {
+        "run": {
+            "usecase": usecase.name,
+            "timezone": usecase.timezone,
+            "window_start": request.window_start.isoformat(),
+            "window_end": request.window_end.isoformat(),
+            "holdout_start": request.holdout_start.isoformat(),
+            "holdout_end": request.holdout_end.isoformat(),
+        },
+        "schema": feature_schema(usecase).as_dict(),
+        "evaluation": {"slices": dict(gate.slices), "min_slice_rows": gate.min_slice_rows},
+    }
+
+
+def workspace(usecase: UseCase, settings: Settings) -> Workspace:
+    return Workspace.ensure(settings.workspace_dir(usecase.name), settings.dvc_remote(usecase.name))
+
+
+def snapshot_window(usecase: UseCase, settings: Settings, request: TrainingRequest) -> dict:
+    """Copy the window and holdout days from the curated store into the workspace (DVC-added)."""
+    present = {day for day, _, _ in etl.list_partitions(usecase, settings)}
+    missing = [d.isoformat() for d in request.days() if d not in present]
+    if missing:
+        raise TrainingRequestError(
+            f"no curated partition for {len(missing)} day(s) of the window and holdout "
+            f"{request.window_start}..{request.holdout_end}: {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}; load them first (flights_etl or "
+            "`driftline etl`)"
+        )
+    rows = etl.read_curated(usecase, settings, request.window_start, request.holdout_end)
+    rows = rows.sort_values([usecase.event_time, usecase.key], kind="stable").reset_index(drop=True)
+    labelled = int(rows[usecase.label.name].notna().sum())
+    ws = workspace(usecase, settings)
+    with ws.lock():
+        storage.write_parquet(rows, ws.root / WINDOW_FILE)
+        storage.write_json(
+            validation_summaries(usecase, settings, request), ws.root / VALIDATIONS_FILE
+        )
+        ws.write_pipeline(pipeline_params(usecase, request))
+        ws.track_snapshot()
+    return {"rows": len(rows), "labelled": labelled, "days": len(request.days())}
+
+
+def validation_summaries(usecase: UseCase, settings: Settings, request: TrainingRequest) -> dict:
+    """Each day's validation verdict as it stood when the data was snapshotted (git-tracked in
+    the workspace, so a version keeps it even if a day is later re-run)."""
+    summaries = {}
+    for day in request.days():
+        path = settings.validation_result_path(usecase.name, day)
+        record = json.loads(path.read_text()) if path.exists() else {}
+        summaries[day.isoformat()] = {
+            "result": str(path) if record else None,
+            "suite": record.get("suite"),
+            "success": record.get("success"),
+            "evaluated_expectations": record.get("evaluated_expectations"),
+        }
+    return summaries
+
+
+def run_pipeline(usecase: UseCase, settings: Settings, message: str) -> dict:
+    """`dvc repro`, commit the workspace (the version's DVC address), `dvc push`."""
+    ws = workspace(usecase, settings)
+    with ws.lock():
+        began = time.perf_counter()
+        ws.repro()
+        seconds = time.perf_counter() - began
+        commit = ws.commit(message)
+        ws.push()
+        return {
+            "commit": commit,
+            "hashes": ws.hashes(),
+            "metrics": _headline(ws.metrics()),
+            "pipeline_seconds": round(seconds, 2),
+        }
+
+
+def _headline(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "slices"}
+
+
+def code_revision() -> str:
+    """The project's git commit (with `-dirty` for uncommitted changes), for lineage."""
+    root = project_root()
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--",
+                "include",
+                "dags",
+                "dvc.yaml",
+                "params.yaml",
+                "usecases",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def register(
+    usecase: UseCase,
+    settings: Settings,
+    request: TrainingRequest,
+    run_key: str,
+    lineage: dict[str, str],
+    pipeline: dict,
+) -> dict:
+    """Log the run into its MLflow run and register the version (alias `challenger`)."""
+    tags = {
+        **lineage,
+        "code_revision": code_revision(),
+        "dvc_commit": pipeline["commit"],
+        "dvc_workspace": str(settings.workspace_dir(usecase.name)),
+        "dvc_remote": settings.dvc_remote(usecase.name),
+        **{f"dvc_md5.{path}": md5 for path, md5 in pipeline["hashes"].items()},
+        "trigger_reason": request.reason,
+        "window": f"{request.window_start}..{request.window_end}",
+        "holdout": f"{request.holdout_start}..{request.holdout_end}",
+        "force_promote": str(request.force_promote).lower(),
+    }
+    if request.evidence:
+        tags["trigger_evidence"] = _json(request.evidence)[:5000]
+    run_id = registry.find_or_start_run(settings, usecase, run_key, tags)
+    ws = workspace(usecase, settings)
+    params = {**pipeline_params(usecase, request)["run"], **_train_params(ws)}
+    version = registry.log_model_version(settings, usecase, run_id, ws.root, params, tags)
+    ws.tag(f"{usecase.training.registered_model}-v{version}", pipeline["commit"])
+    return {"version": version, "run_id": run_id}
+
+
+def _train_params(ws: Workspace) -> dict:
+    import yaml
+
+    return {
+        f"train.{k}": v
+        for k, v in yaml.safe_load((ws.root / "params.yaml").read_text())["train"].items()
+    }
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def gate(usecase: UseCase, settings: Settings, request: TrainingRequest, version: str) -> dict:
+    """Score challenger and champion on the challenger's DVC-pinned holdout and decide."""
+    name = usecase.training.registered_model
+    holdout = pd.read_parquet(settings.workspace_dir(usecase.name) / "data" / "holdout.parquet")
+    challenger = registry.score(
+        registry.load_version(settings, name, version).predict, holdout, usecase
+    )
+    champion_version = registry.alias_version(settings, name, registry.CHAMPION)
+    champion = None
+    if champion_version is not None and champion_version != version:
+        champion = registry.score(
+            registry.load_version(settings, name, champion_version).predict, holdout, usecase
+        )
+    decision = registry.decide(
+        challenger, champion, usecase.training.gate, force=request.force_promote
+    )
+    registry.record_decision(
+        settings, usecase, version, champion_version, decision, challenger, champion
+    )
+    metric = usecase.training.gate.primary_metric
+    return {
+        "version": version,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "champion_before": champion_version,
+        "champion_after": version if decision.promote else champion_version,
+        "challenger_" + metric: challenger.overall[metric],
+        "champion_" + metric: champion.overall[metric] if champion else None,
+    }
+
+
+def run_key_for(dag_id: str, run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:+-]", "_", f"{dag_id}/{run_id}")
+
+
+def train(
+    usecase: UseCase,
+    settings: Settings,
+    request: TrainingRequest,
+    dag_id: str = "driftline-cli",
+    run_id: str | None = None,
+) -> dict:
+    """All steps in one process (the CLI's path)."""
+    run_id = run_id or dt.datetime.now(dt.UTC).strftime("cli__%Y-%m-%dT%H:%M:%S.%f")
+    began = time.perf_counter()
+    snapshot = snapshot_window(usecase, settings, request)
+    pipeline = run_pipeline(
+        usecase,
+        settings,
+        f"train {request.window_start}..{request.window_end} ({request.reason}; {dag_id} {run_id})",
+    )
+    registered = register(
+        usecase,
+        settings,
+        request,
+        run_key_for(dag_id, run_id),
+        {"airflow_dag_id": dag_id, "airflow_run_id": run_id},
+        pipeline,
+    )
+    decision = gate(usecase, settings, request, registered["version"])
+    return {
+        **snapshot,
+        **pipeline,
+        **registered,
+        **decision,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+
+
+def reproduce(usecase: UseCase, settings: Settings, version: str) -> dict:
+    """Retrain a version from its DVC commit, with data restored from the remote only.
+
+    The workspace is cloned at the version's commit (an empty DVC cache), the snapshot is
+    pulled from the DVC remote and every stage is rerun; returns both sets of metrics.
+    """
+    import tempfile
+    from pathlib import Path
+
+    info = registry.version_info(settings, usecase, version)
+    commit = info["tags"].get("dvc_commit")
+    if not commit:
+        raise RuntimeError(f"version {version} has no dvc_commit tag: it was not made by driftline")
+    with tempfile.TemporaryDirectory(prefix="driftline-reproduce-") as tmp:
+        clone = workspace(usecase, settings).clone_at(commit, Path(tmp) / "workspace")
+        clone.run("dvc", "pull", "-q", f"{WINDOW_FILE}.dvc")
+        began = time.perf_counter()
+        clone.run("dvc", "repro", "--force")
+        seconds = time.perf_counter() - began
+        reproduced = _headline(clone.metrics())
+        hashes = clone.hashes()
+    logged = {k: info["metrics"][k] for k in reproduced if k in info["metrics"]}
+    return {
+        "version": version,
+        "commit": commit,
+        "logged": logged,
+        "reproduced": {k: reproduced[k] for k in logged},
+        "identical": all(reproduced[k] == v for k, v in logged.items()),
+        "same_data": hashes[WINDOW_FILE] == info["tags"].get(f"dvc_md5.{WINDOW_FILE}"),
+        "seconds": round(seconds, 2),
+    }
+
+
+def lineage(usecase: UseCase, settings: Settings, version: str) -> dict:
+    """Everything a version came from, each item pointing at where it can be looked up."""
+    import os
+
+    info = registry.version_info(settings, usecase, version)
+    tags = info["tags"]
+    commit = tags.get("dvc_commit")
+    try:
+        validations = json.loads(
+            workspace(usecase, settings).run("git", "show", f"{commit}:{VALIDATIONS_FILE}")
+        )
+    except WorkspaceError:  # a version made before validations were snapshotted
+        validations = {}
+    airflow_url = os.environ.get("AIRFLOW__API__BASE_URL", "http://localhost:8080").rstrip("/")
+    dag_id, run_id = tags.get("airflow_dag_id"), tags.get("airflow_run_id")
+    return {
+        "model": usecase.training.registered_model,
+        "version": version,
+        "aliases": info["aliases"],
+        "code_revision": tags.get("code_revision"),
+        "dvc_commit": tags.get("dvc_commit"),
+        "dvc_workspace": tags.get("dvc_workspace"),
+        "dvc_remote": tags.get("dvc_remote"),
+        "dvc_hashes": {
+            k.removeprefix("dvc_md5."): v for k, v in tags.items() if k.startswith("dvc_md5.")
+        },
+        "window": tags.get("window"),
+        "holdout": tags.get("holdout"),
+        "validation": validations,
+        "airflow_dag_id": dag_id,
+        "airflow_run_id": run_id,
+        "airflow_run_url": f"{airflow_url}/dags/{dag_id}/runs/{run_id}"
+        if dag_id and not dag_id.startswith("driftline-cli")
+        else None,
+        "mlflow_run_id": info["run_id"],
+        "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+        "trigger_reason": tags.get("trigger_reason"),
+        "gate": {"decision": tags.get("gate.decision"), "reason": tags.get("gate.reason")},
+        "metrics": {k: v for k, v in info["metrics"].items() if "." not in k},
+    }

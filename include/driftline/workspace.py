@@ -1,0 +1,139 @@
+"""The training workspace: a git + DVC repository in the platform's state folder.
+
+Training never touches the project checkout. Each run writes its window snapshot and
+params into the workspace, runs `dvc repro`, commits (the commit is the version's DVC
+address) and pushes the data to the DVC remote, from which `driftline reproduce` restores it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from driftline.config import project_root
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "driftline",
+    "GIT_AUTHOR_EMAIL": "driftline@localhost",
+    "GIT_COMMITTER_NAME": "driftline",
+    "GIT_COMMITTER_EMAIL": "driftline@localhost",
+}
+WINDOW_FILE = "data/window.parquet"
+
+
+class WorkspaceError(RuntimeError):
+    """A git or DVC command in the training workspace failed; the message has its output."""
+
+
+def _env() -> dict[str, str]:
+    """The current env, with this interpreter's bin first (stage commands run `python`)."""
+    env = {**os.environ, **GIT_IDENTITY, "DVC_NO_ANALYTICS": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    def run(self, *args: str, check: bool = True) -> str:
+        tool = args[0]
+        executable = str(Path(sys.executable).parent / "dvc") if tool == "dvc" else tool
+        done = subprocess.run(
+            [executable, *args[1:]],
+            cwd=self.root,
+            env=_env(),
+            capture_output=True,
+            text=True,
+        )
+        if check and done.returncode != 0:
+            output = (done.stdout + done.stderr).strip()[-3000:]
+            raise WorkspaceError(f"`{' '.join(args)}` failed in {self.root}:\n{output}")
+        return done.stdout.strip()
+
+    @classmethod
+    def ensure(cls, root: Path, remote: str) -> Workspace:
+        """Open the workspace, creating it (git, DVC, remote) on first use."""
+        workspace = cls(root)
+        if not (root / ".dvc").is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+            workspace.run("git", "init", "-q", "-b", "main")
+            workspace.run("dvc", "init", "-q")
+            workspace.run("dvc", "config", "core.analytics", "false")
+            workspace.run("dvc", "remote", "add", "-d", "-f", "storage", remote)
+            endpoint = os.environ.get("DRIFTLINE_DVC_REMOTE_ENDPOINT")
+            if endpoint:
+                workspace.run("dvc", "remote", "modify", "storage", "endpointurl", endpoint)
+            workspace.run("git", "add", "-A")
+            workspace.run("git", "commit", "-q", "-m", "driftline training workspace")
+        return workspace
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One training run at a time per workspace (DVC's own lock waits only ~3 s)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".driftline.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def write_pipeline(self, params: dict[str, Any]) -> None:
+        """dvc.yaml and params.yaml from the project, plus this run's sections."""
+        source = project_root()
+        shutil.copyfile(source / "dvc.yaml", self.root / "dvc.yaml")
+        merged = {**yaml.safe_load((source / "params.yaml").read_text()), **params}
+        (self.root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+        (self.root / ".gitignore").write_text("/.driftline.lock\n")
+
+    def track_snapshot(self) -> None:
+        self.run("dvc", "add", "-q", WINDOW_FILE)
+
+    def repro(self) -> str:
+        return self.run("dvc", "repro")
+
+    def commit(self, message: str) -> str:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-q", "--allow-empty", "-m", message)
+        return self.run("git", "rev-parse", "HEAD")
+
+    def push(self) -> None:
+        self.run("dvc", "push", "-q")
+
+    def tag(self, name: str, commit: str) -> None:
+        self.run("git", "tag", "-f", name, commit)
+
+    def metrics(self) -> dict[str, Any]:
+        return json.loads((self.root / "metrics.json").read_text())
+
+    def hashes(self) -> dict[str, str]:
+        """md5 of the snapshot and of every stage output, as DVC recorded them."""
+        found = {}
+        snapshot = yaml.safe_load((self.root / f"{WINDOW_FILE}.dvc").read_text())
+        found[WINDOW_FILE] = snapshot["outs"][0]["md5"]
+        lock = yaml.safe_load((self.root / "dvc.lock").read_text())
+        for stage in lock["stages"].values():
+            for out in stage.get("outs", []):
+                found[out["path"]] = out["md5"]
+        return found
+
+    def clone_at(self, commit: str, target: Path) -> Workspace:
+        """A fresh clone at `commit` with an empty DVC cache: data can only come from the remote."""
+        subprocess.run(
+            ["git", "clone", "-q", str(self.root), str(target)], check=True, capture_output=True
+        )
+        clone = Workspace(target)
+        clone.run("git", "checkout", "-q", commit)
+        return clone

@@ -1,0 +1,173 @@
+"""flights_training through real Airflow: DVC, MLflow registry, the gate, lineage, rollback.
+
+The tests of this module share one state folder and run in order: version 1 (January), then
+version 2 (another window), then a deliberately worse model, then reproduce/lineage/rollback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from driftline import etl, registry
+from driftline.config import load_usecase
+from tests.conftest import repo_settings, sqlite_url
+from tests.integration.conftest import airflow_env, run
+
+pytestmark = pytest.mark.integration
+
+MODEL = "flights_delay"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, seeded_source) -> dict[str, str]:
+    """Airflow home + a curated store holding 1 January .. 14 February 2013."""
+    root = tmp_path_factory.mktemp("training")
+    env = airflow_env(root, sqlite_url(seeded_source))
+    settings = repo_settings(Path(env["DRIFTLINE_HOME"]))
+    usecase = load_usecase("flights", settings)
+    day = dt.date(2013, 1, 1)
+    while day <= dt.date(2013, 2, 14):
+        etl.run_day(usecase, settings, day, sqlite_url(seeded_source))
+        day += dt.timedelta(days=1)
+    return env
+
+
+@pytest.fixture(scope="module")
+def state(env):
+    settings = repo_settings(Path(env["DRIFTLINE_HOME"]))
+    return settings, load_usecase("flights", settings)
+
+
+def trigger(env, conf: dict):
+    return run(env, "airflow", "dags", "test", "flights_training", "-c", json.dumps(conf))
+
+
+def aliases(settings) -> dict[str, str | None]:
+    return {a: registry.alias_version(settings, MODEL, a)
+            for a in (registry.CHAMPION, registry.CHALLENGER, registry.PREVIOUS)}
+
+
+def test_january_training_registers_a_champion_that_loads_and_predicts(env, state):
+    settings, usecase = state
+    done = trigger(env, {"window_end": "2013-01-31", "window_days": 31, "reason": "first model"})
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    assert aliases(settings) == {"champion": "1", "challenger": "1", "previous": None}
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    champion = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    rows = etl.read_curated(usecase, settings, dt.date(2013, 2, 1), dt.date(2013, 2, 1))
+    predictions = champion.predict(rows[usecase.features.all])
+    assert len(predictions) == len(rows) and predictions.between(0, 1).all()
+
+    info = registry.version_info(settings, usecase, "1")
+    tags = info["tags"]
+    assert set(tags) >= {"dvc_commit", "dvc_md5.data/window.parquet", "dvc_md5.model",
+                         "dvc_md5.data/holdout.parquet", "code_revision", "airflow_dag_id",
+                         "airflow_run_id", "trigger_reason"}
+    assert tags["trigger_reason"] == "first model"
+    assert tags["airflow_dag_id"] == "flights_training"
+    assert tags["gate.decision"] == "promoted" and tags["gate.reason"] == "no champion yet"
+    assert info["run_tags"]["dvc_commit"] == tags["dvc_commit"]  # the run carries them too
+    assert 0.6 < info["metrics"]["roc_auc"] < 0.75
+    workspace = settings.workspace_dir("flights")
+    assert run(env, "git", "-C", str(workspace), "cat-file", "-e",
+               tags["dvc_commit"]).returncode == 0
+    assert run(env, "git", "-C", str(workspace), "status", "--porcelain").stdout == ""
+    # one MLflow run for the DAG run, named after it
+    runs = mlflow.search_runs(experiment_names=[usecase.training.experiment])
+    assert len(runs) == 1 and runs.iloc[0]["tags.airflow_run_id"] == tags["airflow_run_id"]
+
+
+def test_a_second_window_registers_version_2_and_the_rule_decides(env, state):
+    settings, usecase = state
+    done = trigger(env, {"window_end": "2013-02-07", "window_days": 14, "reason": "fresher"})
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    tags = registry.version_info(settings, usecase, "2")["tags"]
+    scores = json.loads(tags["gate.scores"])
+    assert scores["champion"] is not None  # v1 was scored on v2's holdout
+    assert tags["gate.champion_version"] == "1"
+    expected = registry.decide(registry.Scores(**scores["challenger"]),
+                               registry.Scores(**scores["champion"]), usecase.training.gate)
+    assert (tags["gate.decision"] == "promoted") == expected.promote
+    if expected.promote:
+        assert aliases(settings) == {"champion": "2", "challenger": "2", "previous": "1"}
+    else:
+        assert aliases(settings) == {"champion": "1", "challenger": "2", "previous": None}
+    runs = mlflow.search_runs(experiment_names=[usecase.training.experiment])
+    assert len(runs) == 2
+
+
+def test_a_worse_model_is_not_promoted(env, state):
+    """One day of training data against the champion, on the same holdout."""
+    settings, usecase = state
+    before = aliases(settings)
+    done = trigger(env, {"window_end": "2013-01-31", "window_days": 1, "reason": "worse"})
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    info = registry.version_info(settings, usecase, "3")
+    assert info["tags"]["gate.decision"] == "not promoted"
+    assert "does not beat" in info["tags"]["gate.reason"]
+    assert "Gate: not promoted" in info["description"]
+    after = aliases(settings)
+    assert after["champion"] == before["champion"] and after["challenger"] == "3"
+
+
+def test_reproduce_restores_the_data_from_the_remote_and_gets_identical_metrics(env):
+    done = run(env, "driftline", "reproduce", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "snapshot hash matches" in done.stdout
+    assert done.stdout.strip().endswith("identical")
+
+
+def test_lineage_names_code_data_validation_run_and_reason(env, state):
+    settings, _ = state
+    done = run(env, "driftline", "lineage", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["code_revision"] and info["dvc_commit"]
+    assert set(info["dvc_hashes"]) >= {"data/window.parquet", "model"}
+    days = info["validation"]
+    assert len(days) == 38 and all(d["success"] for d in days.values())
+    assert all(Path(d["result"]).exists() for d in days.values())
+    assert info["airflow_dag_id"] == "flights_training" and info["airflow_run_id"]
+    assert info["trigger_reason"] == "first model"
+    text = run(env, "driftline", "lineage", "1").stdout
+    assert "38 of 38 days passed ['flights_batch']" in text
+
+
+def test_rollback_returns_the_champion_to_previous_and_records_it(env, state):
+    settings, usecase = state
+    before = aliases(settings)
+    if before["previous"] is None:  # version 2 was not promoted: promote it by force
+        done = trigger(env, {"window_end": "2013-02-07", "window_days": 14,
+                             "reason": "forced", "force_promote": True})
+        assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+        before = aliases(settings)
+    done = run(env, "driftline", "rollback", "--reason", "bad predictions at JFK")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = aliases(settings)
+    assert (after["champion"], after["previous"]) == (before["previous"], before["champion"])
+    restored = registry.version_info(settings, usecase, after["champion"])["tags"]
+    assert "bad predictions at JFK" in restored["rollback.restored"]
+
+
+@pytest.mark.parametrize(
+    ("conf", "named"),
+    [
+        ({"window_days": -3}, "Invalid input for param window_days"),
+        ({"window_end": "2012-12-31"}, "Invalid input for param window_end"),
+        ({"window_end": "2013-01-31", "colour": "blue"}, "unknown field(s) ['colour']"),
+    ],
+)
+def test_invalid_params_are_refused_naming_the_field(env, state, conf, named):
+    settings, usecase = state
+    versions_before = len(registry.client(settings).search_model_versions(f"name='{MODEL}'"))
+    done = trigger(env, conf)
+    assert done.returncode != 0
+    assert named in done.stdout + done.stderr
+    assert len(registry.client(settings).search_model_versions(f"name='{MODEL}'")) \
+        == versions_before
