@@ -175,6 +175,8 @@ def status(ctx: _Context) -> None:
             for f in record["failures"]
         )
         click.echo(f"    {folder}: {failed}")
+    if usecase.training is not None:
+        _training_status(usecase, settings)
     airflow_home = os.environ.get("AIRFLOW_HOME")
     if airflow_home:
         click.echo(f"  airflow home       {airflow_home} (task logs in {airflow_home}/logs)")
@@ -289,6 +291,34 @@ def rollback(ctx: _Context, reason: str) -> None:
         f"{ctx.usecase.training.registered_model}: champion is version {restored} again "
         f"(version {demoted} is now `previous`)"
     )
+
+
+def _training_status(usecase: UseCase, settings: Settings) -> None:
+    workspace = settings.workspace_dir(usecase.name)
+    if not workspace.exists():
+        click.echo("  training           no model trained yet")
+        return
+    from driftline import registry
+
+    name = usecase.training.registered_model
+    click.echo(
+        f"  training workspace {workspace} (git + DVC; remote {settings.dvc_remote(usecase.name)})"
+    )
+    click.echo(
+        f"  mlflow             {settings.mlflow_tracking_uri} (experiment "
+        f"{usecase.training.experiment}, model {name})"
+    )
+    metric = usecase.training.gate.primary_metric
+    for alias in (registry.CHAMPION, registry.PREVIOUS, registry.CHALLENGER):
+        version = registry.alias_version(settings, name, alias)
+        if version is None:
+            continue
+        info = registry.version_info(settings, usecase, version)
+        click.echo(
+            f"    @{alias:<10} version {version}: window {info['tags'].get('window')}, "
+            f"holdout {metric} {info['metrics'].get(metric, float('nan')):.4f} "
+            f"({info['tags'].get('gate.decision', 'not gated')})"
+        )
 
 
 def run() -> None:
