@@ -51,7 +51,7 @@ demo: install ## Seed the source DB, run the ETL, train a champion through Airfl
 	done
 	@echo "== driftline etl 2013-01-04 .. 2013-02-07 (backfill without Airflow)"
 	@$(BIN)/driftline etl --start 2013-01-04 --end 2013-02-07 | tail -1
-	@echo "== flights_training $(DEMO_TRAINING)"
+	@echo '== flights_training $(DEMO_TRAINING)'
 	@$(BIN)/airflow dags test flights_training -c '$(DEMO_TRAINING)' \
 	  > $(DRIFTLINE_HOME)/demo-training.log 2>&1 || { tail -40 $(DRIFTLINE_HOME)/demo-training.log; exit 1; }
 	$(BIN)/driftline status

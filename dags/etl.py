@@ -1,7 +1,7 @@
 """Nightly ETL DAGs: one `<usecase>_etl` per file in usecases/.
 
 Wiring only: each task calls one function of `driftline.etl`, imported inside the task so
-that parsing this file costs no pandas, SQLAlchemy or Great Expectations import.
+that parsing this file costs no pandas, pyarrow or Great Expectations import.
 """
 
 from __future__ import annotations
@@ -92,11 +92,11 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
     )
     def pipeline() -> None:
         @task(task_id=f"extract_{usecase.source.batch_table}")
-        def extract_batch(data_interval_start=None, data_interval_end=None) -> dict:
+        def extract_batch(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
             from driftline import etl
 
             window = etl.BatchWindow.from_interval(data_interval_start, data_interval_end, usecase)
-            return etl.extract_to_staging(usecase, settings, window)
+            return etl.extract_to_staging(usecase, settings, window, run_id)
 
         @task
         def build_batch(extracted: dict) -> dict:

@@ -148,7 +148,6 @@ def validate(ctx: _Context, day: dt.datetime | None, path: Path | None, url: str
 @pass_context
 def status(ctx: _Context) -> None:
     """Where every output of the use-case is, and what is in it."""
-    import json
 
     from driftline.etl import list_partitions, masked_url
 
@@ -168,13 +167,9 @@ def status(ctx: _Context) -> None:
     click.echo(f"  validation results {validations}: {len(list(validations.glob('*.json')))} days")
     quarantined = sorted(settings.quarantine_dir(usecase.name, dt.date.min).parent.glob("*/"))
     click.echo(f"  quarantine         {len(quarantined)} batches")
+    loaded = {day: path for day, path, _ in partitions}
     for folder in quarantined:
-        record = json.loads((folder / "validation.json").read_text())
-        failed = ", ".join(
-            f["expectation"] + (f"({f['column']})" if f["column"] else "")
-            for f in record["failures"]
-        )
-        click.echo(f"    {folder}: {failed}")
+        click.echo(f"    {folder}: {_quarantine_summary(folder, loaded)}")
     if usecase.training is not None:
         _training_status(usecase, settings)
     airflow_home = os.environ.get("AIRFLOW_HOME")
@@ -291,6 +286,26 @@ def rollback(ctx: _Context, reason: str) -> None:
         f"{ctx.usecase.training.registered_model}: champion is version {restored} again "
         f"(version {demoted} is now `previous`)"
     )
+
+
+def _quarantine_summary(folder: Path, loaded: dict[dt.date, Path]) -> str:
+    import json
+
+    try:
+        record = json.loads((folder / "validation.json").read_text())
+        failed = ", ".join(
+            f["expectation"] + (f"({f['column']})" if f["column"] else "")
+            for f in record["failures"]
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        failed = f"(unreadable validation.json: {exc})"
+    try:
+        partition = loaded.get(dt.date.fromisoformat(folder.name))
+    except ValueError:
+        partition = None
+    if partition and partition.stat().st_mtime > folder.stat().st_mtime:
+        failed += " (resolved: the day was loaded later)"
+    return failed
 
 
 def _training_status(usecase: UseCase, settings: Settings) -> None:

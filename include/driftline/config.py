@@ -72,9 +72,10 @@ class Settings:
     def partition_dir(self, usecase: str, day: dt.date) -> Path:
         return self.curated_dir(usecase) / f"date={day.isoformat()}"
 
-    def staging_dir(self, usecase: str, day: dt.date) -> Path:
-        """Hand-over files between the ETL tasks of one day; rewritten by every run of it."""
-        return self.home / "staging" / usecase / day.isoformat()
+    def staging_dir(self, usecase: str, day: dt.date, run: str) -> Path:
+        """Hand-over files between the ETL tasks of one run of a day (removed after its load)."""
+        safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", run)
+        return self.home / "staging" / usecase / day.isoformat() / safe_run
 
     def quarantine_dir(self, usecase: str, day: dt.date) -> Path:
         return self.home / "quarantine" / usecase / day.isoformat()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import logging
 import shutil
 from collections.abc import Callable
@@ -200,6 +201,7 @@ def load_partition(
     settings: Settings,
     day: dt.date,
     validation: dict[str, Any],
+    batch_sha256: str | None = None,
 ) -> LoadResult:
     """Write the validated batch as the day's partition, replacing any earlier one atomically.
 
@@ -221,6 +223,7 @@ def load_partition(
             "label_missing": label_missing,
             "suite": validation["suite"],
             "evaluated_expectations": validation["evaluated_expectations"],
+            "batch_sha256": batch_sha256,
         },
     )
     log.info(
@@ -250,9 +253,9 @@ def run_day(
 # (it goes through XCom) naming Parquet files in the day's staging folder.
 
 
-def extract_to_staging(usecase: UseCase, settings: Settings, window: BatchWindow) -> dict:
+def extract_to_staging(usecase: UseCase, settings: Settings, window: BatchWindow, run: str) -> dict:
     tables = extract(usecase, settings.source_url(usecase), window)
-    folder = settings.staging_dir(usecase.name, window.day)
+    folder = settings.staging_dir(usecase.name, window.day, run)
     paths = {
         name: str(storage.write_parquet(frame, folder / f"raw_{name}.parquet"))
         for name, frame in tables.items()
@@ -265,36 +268,47 @@ def transform_staged(usecase: UseCase, settings: Settings, extracted: dict) -> d
     day = dt.date.fromisoformat(extracted["day"])
     tables = {name: pd.read_parquet(path) for name, path in extracted["tables"].items()}
     batch = build_batch(usecase, settings, day, tables)
-    path = storage.write_parquet(batch, settings.staging_dir(usecase.name, day) / "batch.parquet")
+    folder = Path(next(iter(extracted["tables"].values()))).parent
+    path = storage.write_parquet(batch, folder / "batch.parquet")
     return {"day": day.isoformat(), "batch": str(path), "rows": len(batch)}
 
 
 def validate_staged(usecase: UseCase, settings: Settings, built: dict) -> dict:
     """Gate the staged batch; the summary it returns pins the batch file by its hash."""
     day = dt.date.fromisoformat(built["day"])
-    path = Path(built["batch"])
-    outcome = gate_batch(pd.read_parquet(path), usecase, settings, day)
-    return {**built, "validation": outcome.summary(), "batch_sha256": _sha256(path)}
+    digest, batch = _read_pinned(Path(built["batch"]))
+    outcome = gate_batch(batch, usecase, settings, day)
+    return {**built, "validation": outcome.summary(), "batch_sha256": digest}
 
 
 def load_staged(usecase: UseCase, settings: Settings, validated: dict) -> dict:
+    """Load exactly the bytes that were validated; a retry after a finished load is a no-op."""
     day = dt.date.fromisoformat(validated["day"])
     path = Path(validated["batch"])
-    if _sha256(path) != validated["batch_sha256"]:
+    target = settings.partition_dir(usecase.name, day) / PARTITION_FILE
+    if not path.exists():
+        meta = storage.read_parquet_metadata(target) if target.exists() else {}
+        if meta.get("batch_sha256") == validated["batch_sha256"]:
+            return LoadResult(day, target, meta["rows"], meta["label_missing"], True).as_dict()
+        raise RuntimeError(
+            f"staged batch {path} is gone and {target} holds another batch; rerun the day"
+        )
+    digest, batch = _read_pinned(path)
+    if digest != validated["batch_sha256"]:
         raise RuntimeError(
             f"{path} changed after it was validated (another run of {day}?); rerun the day"
         )
-    result = load_partition(pd.read_parquet(path), usecase, settings, day, validated["validation"])
-    shutil.rmtree(settings.staging_dir(usecase.name, day), ignore_errors=True)
+    result = load_partition(
+        batch, usecase, settings, day, validated["validation"], batch_sha256=digest
+    )
+    shutil.rmtree(path.parent, ignore_errors=True)
     return result.as_dict()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _read_pinned(path: Path) -> tuple[str, pd.DataFrame]:
+    """Hash and parse the same bytes, so what is checked is what is used."""
+    data = path.read_bytes()
+    return hashlib.sha256(data).hexdigest(), pd.read_parquet(io.BytesIO(data))
 
 
 def list_partitions(usecase: UseCase, settings: Settings) -> list[tuple[dt.date, Path, int]]:

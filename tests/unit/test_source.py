@@ -46,3 +46,21 @@ def test_an_unreachable_database_is_named_without_its_password(usecase, settings
     assert "postgresql://flights:***@127.0.0.1:1/flights" in message
     assert "s3cret" not in message
     assert not settings.home.exists() or not any(settings.home.rglob("*.parquet"))
+
+
+def test_a_seed_that_fails_midway_leaves_the_previous_tables(usecase, source_copy, monkeypatch):
+    from driftline.usecases import flights
+
+    url = sqlite_url(source_copy)
+    before = _counts(url)
+    real = flights.source_tables
+
+    def broken_tables():
+        tables = real()
+        tables["airports"] = tables["airports"].assign(faa=object())  # cannot be written
+        return tables
+
+    monkeypatch.setattr(flights, "source_tables", broken_tables)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises
+        seed(usecase, url)
+    assert _counts(url) == before
