@@ -60,15 +60,15 @@ def fail_without_retry_when_rejected() -> Iterator[None]:
 
 def curated_asset(usecase: UseCase, settings: Settings) -> Asset:
     """The asset downstream DAGs schedule on: the use-case's curated store."""
-    return Asset(
-        name=f"{usecase.name}_curated", uri=f"file://{settings.curated_dir(usecase.name)}"
-    )
+    return Asset(name=f"{usecase.name}_curated", uri=f"file://{settings.curated_dir(usecase.name)}")
 
 
 def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
     curated = curated_asset(usecase, settings)
     start = pendulum.datetime(
-        usecase.start_date.year, usecase.start_date.month, usecase.start_date.day,
+        usecase.start_date.year,
+        usecase.start_date.month,
+        usecase.start_date.day,
         tz=usecase.timezone,
     )
     last = usecase.end_date
@@ -84,9 +84,13 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
         default_args=DEFAULT_ARGS,
         tags=["driftline", "etl", usecase.name],
         doc_md=DOC.format(
-            name=usecase.name, tz=usecase.timezone, table=usecase.source.batch_table,
-            label=usecase.label.rule, suite=usecase.validation.suite,
-            curated=settings.curated_dir(usecase.name), asset=curated.name,
+            name=usecase.name,
+            tz=usecase.timezone,
+            table=usecase.source.batch_table,
+            label=usecase.label.rule,
+            suite=usecase.validation.suite,
+            curated=settings.curated_dir(usecase.name),
+            asset=curated.name,
             quarantine=settings.quarantine_dir(usecase.name, dt.date(1, 1, 1)).parent,
         ),
     )

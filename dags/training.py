@@ -38,10 +38,12 @@ DOC = """
 **When it fails**
 - *check_request*: the conf is wrong; the message names the field. Trigger again.
 - *snapshot_window*: days of the window have no curated partition; run the ETL for them.
-- *run_dvc_pipeline*: the DVC output is in the log; the workspace is locked per run, so a
-  retry is safe. A remote that is down fails the push; nothing is registered.
+- *run_dvc_pipeline*: the DVC output is in the log. A remote that is down fails the push;
+  nothing is registered. If another training run (e.g. `driftline train`) replaced the
+  snapshot meanwhile, the task says so: trigger again.
 - *register_model* / *gate_challenger*: MLflow is unreachable; retry once it is back. A
-  retry reuses the run and the version, and the `champion` alias only moves in the gate.
+  retry reuses the run, the version and a decision already made; the `champion` alias only
+  moves in the gate. Both read the workspace only while it is still at this run's commit.
 - A bad champion in production: `driftline rollback --reason "..."`.
 """
 
@@ -54,7 +56,12 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
     @dag(
         dag_id=f"{usecase.name}_training",
         schedule=None,
-        start_date=pendulum.datetime(2013, 1, 1, tz=usecase.timezone),
+        start_date=pendulum.datetime(
+            usecase.start_date.year,
+            usecase.start_date.month,
+            usecase.start_date.day,
+            tz=usecase.timezone,
+        ),
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
@@ -68,21 +75,39 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
                 description="Last day of the training window (YYYY-MM-DD). The holdout is "
                 f"the {training.holdout_days} days after it.",
             ),
-            "window_days": Param(training.window_days, type="integer", minimum=1, maximum=366,
-                                 description="Length of the training window in days."),
-            "reason": Param("manual", type="string", minLength=1, maxLength=500,
-                            description="Why this retraining (kept on the model version)."),
-            "force_promote": Param(False, type="boolean",
-                                   description="Promote even if the gate says no."),
-            "evidence": Param({}, type="object",
-                              description="Drift evidence, filled in by the drift sensor."),
+            "window_days": Param(
+                training.window_days,
+                type="integer",
+                minimum=1,
+                maximum=366,
+                description="Length of the training window in days.",
+            ),
+            "reason": Param(
+                "manual",
+                type="string",
+                minLength=1,
+                maxLength=500,
+                description="Why this retraining (kept on the model version).",
+            ),
+            "force_promote": Param(
+                False, type="boolean", description="Promote even if the gate says no."
+            ),
+            "evidence": Param(
+                {}, type="object", description="Drift evidence, filled in by the drift sensor."
+            ),
         },
         doc_md=DOC.format(
-            name=usecase.name, days=training.window_days, holdout=training.holdout_days,
+            name=usecase.name,
+            days=training.window_days,
+            holdout=training.holdout_days,
             workspace=settings.workspace_dir(usecase.name),
-            remote=settings.dvc_remote(usecase.name), experiment=training.experiment,
-            model=training.registered_model, margin=gate.min_improvement,
-            metric=gate.primary_metric, floor=gate.floor, tolerance=gate.slice_tolerance,
+            remote=settings.dvc_remote(usecase.name),
+            experiment=training.experiment,
+            model=training.registered_model,
+            margin=gate.min_improvement,
+            metric=gate.primary_metric,
+            floor=gate.floor,
+            tolerance=gate.slice_tolerance,
         ),
     )
     def pipeline() -> None:
@@ -110,9 +135,11 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
 
             req = _request(request)
             return training.run_pipeline(
-                usecase, settings,
+                usecase,
+                settings,
                 f"train {req.window_start}..{req.window_end} ({req.reason}; "
                 f"{dag_run.dag_id} {dag_run.run_id})",
+                snapshot["snapshot_md5"],
             )
 
         @task
@@ -120,7 +147,9 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
             from driftline import training
 
             return training.register(
-                usecase, settings, _request(request),
+                usecase,
+                settings,
+                _request(request),
                 training.run_key_for(dag_run.dag_id, dag_run.run_id),
                 {"airflow_dag_id": dag_run.dag_id, "airflow_run_id": dag_run.run_id},
                 pipeline,

@@ -240,6 +240,7 @@ def lineage(ctx: _Context, version: str, as_json: bool) -> None:
     import json
 
     from driftline import training
+    from driftline.etl import masked_url
 
     info = training.lineage(ctx.usecase, ctx.settings, version)
     if as_json:
@@ -269,7 +270,9 @@ def lineage(ctx: _Context, version: str, as_json: bool) -> None:
     click.echo(f"  airflow run     {info['airflow_dag_id']} / {info['airflow_run_id']}")
     if info["airflow_run_url"]:
         click.echo(f"                  {info['airflow_run_url']}")
-    click.echo(f"  mlflow run      {info['mlflow_run_id']} at {info['mlflow_tracking_uri']}")
+    click.echo(
+        f"  mlflow run      {info['mlflow_run_id']} at {masked_url(info['mlflow_tracking_uri'])}"
+    )
     click.echo(f"  trigger reason  {info['trigger_reason']}")
     click.echo(f"  gate            {info['gate']['decision']}: {info['gate']['reason']}")
 
@@ -314,13 +317,14 @@ def _training_status(usecase: UseCase, settings: Settings) -> None:
         click.echo("  training           no model trained yet")
         return
     from driftline import registry
+    from driftline.etl import masked_url
 
     name = usecase.training.registered_model
     click.echo(
         f"  training workspace {workspace} (git + DVC; remote {settings.dvc_remote(usecase.name)})"
     )
     click.echo(
-        f"  mlflow             {settings.mlflow_tracking_uri} (experiment "
+        f"  mlflow             {masked_url(settings.mlflow_tracking_uri)} (experiment "
         f"{usecase.training.experiment}, model {name})"
     )
     metric = usecase.training.gate.primary_metric

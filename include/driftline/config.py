@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -23,6 +23,7 @@ HOME_ENV = "DRIFTLINE_HOME"
 USECASES_ENV = "DRIFTLINE_USECASES_DIR"
 EXPECTATIONS_ENV = "DRIFTLINE_EXPECTATIONS_DIR"
 DVC_REMOTE_ENV = "DRIFTLINE_DVC_REMOTE"
+DVC_REMOTE_ENDPOINT_ENV = "DRIFTLINE_DVC_REMOTE_ENDPOINT"
 MLFLOW_ARTIFACTS_ENV = "DRIFTLINE_MLFLOW_ARTIFACT_ROOT"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -157,7 +158,7 @@ class ValidationConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    primary_metric: str = "roc_auc"
+    primary_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
     min_improvement: float = 0.0
     floor: float = 0.5
     slice_tolerance: float = 0.05

@@ -19,7 +19,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
-from driftline import evaluation
+from driftline import evaluation, stages
 from driftline.config import GateConfig, Settings, UseCase
 from driftline.model import TrainedModel
 
@@ -180,26 +180,27 @@ def log_model_version(
     mlflow_client = client(settings)
     name = usecase.training.registered_model
     existing = [v for v in _versions(mlflow_client, name) if v.run_id == run_id]
-    if existing:
+    if existing:  # a retry: the version exists, make sure it is marked
+        mlflow_client.set_registered_model_alias(name, CHALLENGER, existing[0].version)
         return str(existing[0].version)
     from mlflow.models import infer_signature
 
-    metrics = json.loads((workspace_root / "metrics.json").read_text())
-    holdout = pd.read_parquet(workspace_root / "data" / "holdout.parquet")
-    trained = TrainedModel.load(workspace_root / "model")
+    metrics = json.loads((workspace_root / stages.METRICS).read_text())
+    holdout = pd.read_parquet(workspace_root / stages.HOLDOUT)
+    trained = TrainedModel.load(workspace_root / stages.MODEL)
     example = holdout[trained.schema.features].head(5)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params(_flat(params))
         mlflow.log_metrics({k: v for k, v in _flat(metrics).items() if _finite(v)})
         mlflow.set_tags(tags)
-        mlflow.log_artifact(str(workspace_root / "metrics.json"), "evaluation")
-        for plot in sorted((workspace_root / "plots").glob("*.json")):
+        mlflow.log_artifact(str(workspace_root / stages.METRICS), "evaluation")
+        for plot in sorted((workspace_root / stages.PLOTS).glob("*.json")):
             mlflow.log_artifact(str(plot), "evaluation")
             mlflow.log_figure(_figure(plot), f"evaluation/{plot.stem}.png")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=DelayModel(),
-            artifacts={"model": str(workspace_root / "model")},
+            artifacts={"model": str(workspace_root / stages.MODEL)},
             signature=infer_signature(example, trained.predict_proba(example)),
             input_example=example,
             pip_requirements=_pip_requirements(),
@@ -212,16 +213,25 @@ def log_model_version(
 
 def _versions(mlflow_client: mlflow.MlflowClient, name: str) -> list:
     try:
-        return mlflow_client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return []
+        return mlflow_client.search_model_versions(f"name = '{_quoted(name)}'")
+    except MlflowException as exc:
+        if exc.error_code in _ABSENT:
+            return []
+        raise
+
+
+# What MLflow answers for a model or alias that does not exist (sqlite store and server
+# alike); any other error (store down, ...) must propagate, never read as "no champion".
+_ABSENT = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
 
 
 def alias_version(settings: Settings, name: str, alias: str) -> str | None:
     try:
         return str(client(settings).get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in _ABSENT:
+            return None
+        raise
 
 
 def load_version(settings: Settings, name: str, version: str):

@@ -7,6 +7,7 @@ so a committed version of the workspace is everything needed to run it again.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,8 +19,11 @@ import yaml
 
 from driftline import evaluation, storage
 from driftline.model import FeatureSchema, TrainedModel, fit
+from driftline.workspace import WINDOW_FILE
 
-WINDOW = Path("data/window.parquet")
+log = logging.getLogger(__name__)
+
+WINDOW = Path(WINDOW_FILE)
 TRAIN = Path("data/train.parquet")
 HOLDOUT = Path("data/holdout.parquet")
 MODEL = Path("model")
@@ -65,11 +69,10 @@ def prepare(root: Path = Path(".")) -> None:
 def train(root: Path = Path(".")) -> None:
     params = read_params(root)
     began = time.perf_counter()
-    model = fit(
-        pd.read_parquet(root / TRAIN), FeatureSchema.from_dict(params["schema"]), params["train"]
-    )
+    train_rows = pd.read_parquet(root / TRAIN)
+    model = fit(train_rows, FeatureSchema.from_dict(params["schema"]), params["train"])
     model.save(root / MODEL)
-    print(f"train: {time.perf_counter() - began:.2f} s")  # noqa: T201 - DVC stage output
+    log.info("train: %d rows in %.2f s", len(train_rows), time.perf_counter() - began)
 
 
 def evaluate(root: Path = Path(".")) -> None:
@@ -97,6 +100,7 @@ STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate}
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0] not in STAGES:
         raise SystemExit(f"usage: python -m driftline.stages {{{','.join(STAGES)}}}")
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     STAGES[argv[0]]()
 
 

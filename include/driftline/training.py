@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from driftline import etl, registry, storage
+from driftline import etl, registry, stages, storage
 from driftline.config import Settings, UseCase, project_root
 from driftline.model import FeatureSchema
 from driftline.workspace import WINDOW_FILE, Workspace, WorkspaceError
@@ -148,6 +148,13 @@ def snapshot_window(usecase: UseCase, settings: Settings, request: TrainingReque
     rows = etl.read_curated(usecase, settings, request.window_start, request.holdout_end)
     rows = rows.sort_values([usecase.event_time, usecase.key], kind="stable").reset_index(drop=True)
     labelled = int(rows[usecase.label.name].notna().sum())
+    local_day = rows[usecase.event_time].dt.tz_convert(usecase.tz).dt.date
+    trainable = int((rows[usecase.label.name].notna() & (local_day <= request.window_end)).sum())
+    if trainable < usecase.training.min_train_rows:
+        raise TrainingRequestError(
+            f"window_days: {request.window_start}..{request.window_end} holds {trainable} "
+            f"labelled rows, fewer than min_train_rows {usecase.training.min_train_rows}"
+        )
     ws = workspace(usecase, settings)
     with ws.lock():
         storage.write_parquet(rows, ws.root / WINDOW_FILE)
@@ -156,29 +163,49 @@ def snapshot_window(usecase: UseCase, settings: Settings, request: TrainingReque
         )
         ws.write_pipeline(pipeline_params(usecase, request))
         ws.track_snapshot()
-    return {"rows": len(rows), "labelled": labelled, "days": len(request.days())}
+        md5 = ws.snapshot_md5()
+    return {
+        "rows": len(rows),
+        "labelled": labelled,
+        "days": len(request.days()),
+        "snapshot_md5": md5,
+    }
 
 
 def validation_summaries(usecase: UseCase, settings: Settings, request: TrainingRequest) -> dict:
-    """Each day's validation verdict as it stood when the data was snapshotted (git-tracked in
-    the workspace, so a version keeps it even if a day is later re-run)."""
+    """The suite verdict of each snapshotted day, from its partition's footer (a partition is
+    only written after its batch passed; a later failed rerun leaves it, and this, as it was).
+    Git-tracked in the workspace, so a version keeps it whatever happens to the day later."""
     summaries = {}
     for day in request.days():
-        path = settings.validation_result_path(usecase.name, day)
-        record = json.loads(path.read_text()) if path.exists() else {}
+        partition = settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE
+        meta = storage.read_parquet_metadata(partition) if partition.exists() else {}
+        result = settings.validation_result_path(usecase.name, day)
         summaries[day.isoformat()] = {
-            "result": str(path) if record else None,
-            "suite": record.get("suite"),
-            "success": record.get("success"),
-            "evaluated_expectations": record.get("evaluated_expectations"),
+            "partition": str(partition),
+            "result": str(result) if result.exists() else None,
+            "suite": meta.get("suite"),
+            "success": True if meta else None,
+            "evaluated_expectations": meta.get("evaluated_expectations"),
+            "rows": meta.get("rows"),
         }
     return summaries
 
 
-def run_pipeline(usecase: UseCase, settings: Settings, message: str) -> dict:
-    """`dvc repro`, commit the workspace (the version's DVC address), `dvc push`."""
+def run_pipeline(
+    usecase: UseCase, settings: Settings, message: str, snapshot_md5: str | None = None
+) -> dict:
+    """`dvc repro`, commit the workspace (the version's DVC address), `dvc push`.
+
+    `snapshot_md5` (from snapshot_window) makes sure the snapshot is still this run's own.
+    """
     ws = workspace(usecase, settings)
     with ws.lock():
+        if snapshot_md5 is not None and ws.snapshot_md5() != snapshot_md5:
+            raise WorkspaceError(
+                f"the snapshot in {ws.root} is no longer this run's ({snapshot_md5[:12]}): "
+                "another training run replaced it; trigger this one again"
+            )
         began = time.perf_counter()
         ws.repro()
         seconds = time.perf_counter() - began
@@ -253,10 +280,10 @@ def register(
     if request.evidence:
         tags["trigger_evidence"] = _json(request.evidence)[:5000]
     run_id = registry.find_or_start_run(settings, usecase, run_key, tags)
-    ws = workspace(usecase, settings)
-    params = {**pipeline_params(usecase, request)["run"], **_train_params(ws)}
-    version = registry.log_model_version(settings, usecase, run_id, ws.root, params, tags)
-    ws.tag(f"{usecase.training.registered_model}-v{version}", pipeline["commit"])
+    with workspace(usecase, settings).at_commit(pipeline["commit"]) as ws:
+        params = {**pipeline_params(usecase, request)["run"], **_train_params(ws)}
+        version = registry.log_model_version(settings, usecase, run_id, ws.root, params, tags)
+        ws.tag(f"{usecase.training.registered_model}-v{version}", pipeline["commit"])
     return {"version": version, "run_id": run_id}
 
 
@@ -276,7 +303,20 @@ def _json(data: Any) -> str:
 def gate(usecase: UseCase, settings: Settings, request: TrainingRequest, version: str) -> dict:
     """Score challenger and champion on the challenger's DVC-pinned holdout and decide."""
     name = usecase.training.registered_model
-    holdout = pd.read_parquet(settings.workspace_dir(usecase.name) / "data" / "holdout.parquet")
+    info = registry.version_info(settings, usecase, version)
+    tags = info["tags"]
+    if "gate.decision" in tags:  # a retry after the decision was made: do not decide twice
+        return {
+            "version": version,
+            "promoted": tags["gate.decision"] == "promoted",
+            "reason": tags["gate.reason"],
+            "champion_before": None
+            if tags["gate.champion_version"] == "none"
+            else tags["gate.champion_version"],
+            "already_decided": True,
+        }
+    with workspace(usecase, settings).at_commit(info["tags"]["dvc_commit"]) as ws:
+        holdout = pd.read_parquet(ws.root / stages.HOLDOUT)
     challenger = registry.score(
         registry.load_version(settings, name, version).predict, holdout, usecase
     )
@@ -323,6 +363,7 @@ def train(
         usecase,
         settings,
         f"train {request.window_start}..{request.window_end} ({request.reason}; {dag_id} {run_id})",
+        snapshot["snapshot_md5"],
     )
     registered = register(
         usecase,

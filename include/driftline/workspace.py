@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from driftline.config import project_root
+from driftline.config import DVC_REMOTE_ENDPOINT_ENV, project_root
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "driftline",
@@ -29,7 +30,7 @@ GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "driftline",
     "GIT_COMMITTER_EMAIL": "driftline@localhost",
 }
-WINDOW_FILE = "data/window.parquet"
+WINDOW_FILE = "data/window.parquet"  # the snapshot (dvc add); the stages' files: stages.py
 
 
 class WorkspaceError(RuntimeError):
@@ -64,20 +65,51 @@ class Workspace:
 
     @classmethod
     def ensure(cls, root: Path, remote: str) -> Workspace:
-        """Open the workspace, creating it (git, DVC, remote) on first use."""
-        workspace = cls(root)
+        """Open the workspace, creating it (git, DVC) on first use, and point it at `remote`.
+
+        Creation happens in a sibling folder renamed into place, so a failed first run
+        leaves nothing half-made behind.
+        """
         if not (root / ".dvc").is_dir():
-            root.mkdir(parents=True, exist_ok=True)
-            workspace.run("git", "init", "-q", "-b", "main")
-            workspace.run("dvc", "init", "-q")
-            workspace.run("dvc", "config", "core.analytics", "false")
-            workspace.run("dvc", "remote", "add", "-d", "-f", "storage", remote)
-            endpoint = os.environ.get("DRIFTLINE_DVC_REMOTE_ENDPOINT")
-            if endpoint:
-                workspace.run("dvc", "remote", "modify", "storage", "endpointurl", endpoint)
-            workspace.run("git", "add", "-A")
-            workspace.run("git", "commit", "-q", "-m", "driftline training workspace")
+            root.parent.mkdir(parents=True, exist_ok=True)
+            building = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+            try:
+                fresh = cls(building)
+                fresh.run("git", "init", "-q", "-b", "main")
+                fresh.run("dvc", "init", "-q")
+                fresh.run("dvc", "config", "core.analytics", "false")
+                fresh.run("git", "add", "-A")
+                fresh.run("git", "commit", "-q", "-m", "driftline training workspace")
+                building.rename(root)
+            finally:
+                shutil.rmtree(building, ignore_errors=True)
+        workspace = cls(root)
+        workspace.set_remote(remote)
         return workspace
+
+    def set_remote(self, remote: str) -> None:
+        """The default remote is whatever the settings say now (committed with the next run)."""
+        current = self.run("dvc", "remote", "list")
+        if f"storage\t{remote}" not in current and f"storage {remote}" not in current:
+            self.run("dvc", "remote", "add", "-d", "-f", "storage", remote)
+        endpoint = os.environ.get(DVC_REMOTE_ENDPOINT_ENV)
+        if endpoint:
+            self.run("dvc", "remote", "modify", "storage", "endpointurl", endpoint)
+
+    @contextmanager
+    def at_commit(self, commit: str) -> Iterator[Workspace]:
+        """Locked, and only if the workspace is exactly `commit` with nothing changed since:
+        what a later task reads is what the earlier task committed."""
+        with self.lock():
+            head = self.run("git", "rev-parse", "HEAD")
+            changed = self.run("git", "status", "--porcelain")
+            if head != commit or changed:
+                raise WorkspaceError(
+                    f"{self.root} moved on from {commit[:12]} (now {head[:12]}"
+                    f"{', with changes' if changed else ''}): another training run used it; "
+                    "trigger this one again"
+                )
+            yield self
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -118,11 +150,12 @@ class Workspace:
     def metrics(self) -> dict[str, Any]:
         return json.loads((self.root / "metrics.json").read_text())
 
+    def snapshot_md5(self) -> str:
+        return yaml.safe_load((self.root / f"{WINDOW_FILE}.dvc").read_text())["outs"][0]["md5"]
+
     def hashes(self) -> dict[str, str]:
         """md5 of the snapshot and of every stage output, as DVC recorded them."""
-        found = {}
-        snapshot = yaml.safe_load((self.root / f"{WINDOW_FILE}.dvc").read_text())
-        found[WINDOW_FILE] = snapshot["outs"][0]["md5"]
+        found = {WINDOW_FILE: self.snapshot_md5()}
         lock = yaml.safe_load((self.root / "dvc.lock").read_text())
         for stage in lock["stages"].values():
             for out in stage.get("outs", []):

@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from driftline import etl, registry
+from driftline import etl, registry, training
 from driftline.config import load_usecase
 from tests.conftest import repo_settings, sqlite_url
 from tests.integration.conftest import airflow_env, run
@@ -83,6 +83,25 @@ def test_january_training_registers_a_champion_that_loads_and_predicts(env, stat
     assert len(runs) == 1 and runs.iloc[0]["tags.airflow_run_id"] == tags["airflow_run_id"]
 
 
+def test_retried_register_and_gate_reuse_their_version_and_decision(state):
+    settings, usecase = state
+    tags = registry.version_info(settings, usecase, "1")["tags"]
+    request = training.TrainingRequest.from_conf(
+        {"window_end": "2013-01-31", "window_days": 31, "reason": "first model"}, usecase)
+    again = training.register(
+        usecase, settings, request,
+        training.run_key_for(tags["airflow_dag_id"], tags["airflow_run_id"]),
+        {"airflow_dag_id": tags["airflow_dag_id"], "airflow_run_id": tags["airflow_run_id"]},
+        {"commit": tags["dvc_commit"], "hashes": {}},
+    )
+    assert again["version"] == "1"
+    assert len(registry.client(settings).search_model_versions(f"name='{MODEL}'")) == 1
+    decided = training.gate(usecase, settings, request, "1")
+    assert decided["already_decided"] and decided["promoted"]
+    assert registry.version_info(settings, usecase, "1")["tags"]["gate.reason"] == \
+        "no champion yet"
+
+
 def test_a_second_window_registers_version_2_and_the_rule_decides(env, state):
     settings, usecase = state
     done = trigger(env, {"window_end": "2013-02-07", "window_days": 14, "reason": "fresher"})
@@ -103,10 +122,10 @@ def test_a_second_window_registers_version_2_and_the_rule_decides(env, state):
 
 
 def test_a_worse_model_is_not_promoted(env, state):
-    """One day of training data against the champion, on the same holdout."""
+    """Two days of training data against the champion, on the same holdout."""
     settings, usecase = state
     before = aliases(settings)
-    done = trigger(env, {"window_end": "2013-01-31", "window_days": 1, "reason": "worse"})
+    done = trigger(env, {"window_end": "2013-01-31", "window_days": 2, "reason": "worse"})
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     info = registry.version_info(settings, usecase, "3")
     assert info["tags"]["gate.decision"] == "not promoted"
@@ -132,7 +151,9 @@ def test_lineage_names_code_data_validation_run_and_reason(env, state):
     assert set(info["dvc_hashes"]) >= {"data/window.parquet", "model"}
     days = info["validation"]
     assert len(days) == 38 and all(d["success"] for d in days.values())
-    assert all(Path(d["result"]).exists() for d in days.values())
+    assert {d["evaluated_expectations"] for d in days.values()} == {64}
+    assert all(Path(d["partition"]).exists() and Path(d["result"]).exists()
+               for d in days.values())
     assert info["airflow_dag_id"] == "flights_training" and info["airflow_run_id"]
     assert info["trigger_reason"] == "first model"
     text = run(env, "driftline", "lineage", "1").stdout
@@ -171,3 +192,23 @@ def test_invalid_params_are_refused_naming_the_field(env, state, conf, named):
     assert named in done.stdout + done.stderr
     assert len(registry.client(settings).search_model_versions(f"name='{MODEL}'")) \
         == versions_before
+
+
+def test_a_snapshot_replaced_by_another_run_is_detected(state):
+    from driftline.workspace import WorkspaceError
+
+    settings, usecase = state
+    first = training.snapshot_window(usecase, settings, training.TrainingRequest.from_conf(
+        {"window_end": "2013-01-31", "window_days": 31}, usecase))
+    training.snapshot_window(usecase, settings, training.TrainingRequest.from_conf(
+        {"window_end": "2013-02-07", "window_days": 14}, usecase))
+    with pytest.raises(WorkspaceError, match="no longer this run's"):
+        training.run_pipeline(usecase, settings, "stale", first["snapshot_md5"])
+
+
+def test_a_window_with_too_few_labelled_rows_is_refused(state):
+    settings, usecase = state
+    request = training.TrainingRequest.from_conf(
+        {"window_end": "2013-01-31", "window_days": 1}, usecase)
+    with pytest.raises(training.TrainingRequestError, match="fewer than min_train_rows 1000"):
+        training.snapshot_window(usecase, settings, request)

@@ -41,3 +41,22 @@ def test_no_secret_is_written_into_the_compose_file():
     assert all(not line.split("=", 1)[1] for line in
                (REPO / ".env.example").read_text().splitlines()
                if line and not line.startswith("#")), ".env.example must hold no values"
+
+
+def test_no_literal_credential_anywhere_in_the_file():
+    """A password inside a URL or a command counts too, not only env keys named *PASSWORD."""
+    text = COMPOSE.read_text()
+    credentials_in_urls = re.findall(r"://[^:/@\s]+:([^@\s]+)@", text)
+    assert credentials_in_urls and all(c.startswith("${") for c in credentials_in_urls)
+    compose = yaml.safe_load(text)
+    for name, service in compose["services"].items():
+        command = " ".join(service.get("command") or []) if isinstance(
+            service.get("command"), list) else str(service.get("command") or "")
+        assert "--requirepass" not in command and ("PASSWORD" not in command or "$$" in command), \
+            f"{name}: a password is passed on the command line"
+
+
+def test_training_files_are_in_the_image():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    dockerfile = compose["x-airflow"]["build"]["dockerfile_inline"]
+    assert "dvc.yaml params.yaml" in dockerfile

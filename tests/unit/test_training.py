@@ -89,7 +89,7 @@ def test_training_is_deterministic_and_survives_save_and_load(usecase, days, tmp
     loaded = TrainedModel.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict_proba(scored), first.predict_proba(scored))
     p = first.predict_proba(scored)
-    assert ((p > 0) & (p < 1)).all()
+    assert p.std() > 0.02  # the model separates flights; it is not a constant
 
 
 def test_an_unseen_category_scores_as_missing_not_an_error(usecase, days):
