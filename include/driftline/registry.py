@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 RUN_TAG = "driftline.run_key"
+REFERENCE_ARTIFACT_DIR = "reference"  # the drift reference sample, in the version's run
 
 
 # --- the gate: a pure decision over scores ----------------------------------------------
@@ -194,6 +195,7 @@ def log_model_version(
         mlflow.log_metrics({k: v for k, v in _flat(metrics).items() if _finite(v)})
         mlflow.set_tags(tags)
         mlflow.log_artifact(str(workspace_root / stages.METRICS), "evaluation")
+        mlflow.log_artifact(str(workspace_root / stages.REFERENCE), REFERENCE_ARTIFACT_DIR)
         for plot in sorted((workspace_root / stages.PLOTS).glob("*.json")):
             mlflow.log_artifact(str(plot), "evaluation")
             mlflow.log_figure(_figure(plot), f"evaluation/{plot.stem}.png")

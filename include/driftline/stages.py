@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 WINDOW = Path(WINDOW_FILE)
 TRAIN = Path("data/train.parquet")
 HOLDOUT = Path("data/holdout.parquet")
+REFERENCE = Path("data/reference.parquet")
 MODEL = Path("model")
 METRICS = Path("metrics.json")
 PLOTS = Path("plots")
@@ -75,6 +76,23 @@ def train(root: Path = Path(".")) -> None:
     log.info("train: %d rows in %.2f s", len(train_rows), time.perf_counter() - began)
 
 
+def reference(root: Path = Path(".")) -> None:
+    """A bounded, seeded sample of the training rows with the model's predictions: the data
+    the nightly drift report compares a day against, made once per version."""
+    params = read_params(root)
+    model = TrainedModel.load(root / MODEL)
+    train_rows = pd.read_parquet(root / TRAIN)
+    wanted = params["reference"]
+    sample = train_rows.sample(
+        n=min(int(wanted["rows"]), len(train_rows)), random_state=int(wanted["seed"])
+    ).sort_index()
+    schema = model.schema
+    sample = sample[[schema.key, schema.event_time, *schema.features, schema.label]]
+    sample = sample.assign(prediction=model.predict_proba(sample)).reset_index(drop=True)
+    storage.write_parquet(sample, root / REFERENCE)
+    log.info("reference: %d of %d training rows", len(sample), len(train_rows))
+
+
 def evaluate(root: Path = Path(".")) -> None:
     params = read_params(root)
     model = TrainedModel.load(root / MODEL)
@@ -94,7 +112,7 @@ def evaluate(root: Path = Path(".")) -> None:
         storage.write_json(rows, root / PLOTS / f"{name}.json")
 
 
-STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate}
+STAGES = {"prepare": prepare, "train": train, "reference": reference, "evaluate": evaluate}
 
 
 def main(argv: list[str]) -> None:

@@ -73,6 +73,9 @@ def test_january_training_registers_a_champion_that_loads_and_predicts(env, stat
     assert tags["airflow_dag_id"] == "flights_training"
     assert tags["gate.decision"] == "promoted" and tags["gate.reason"] == "no champion yet"
     assert info["run_tags"]["dvc_commit"] == tags["dvc_commit"]  # the run carries them too
+    reference = registry.client(settings).list_artifacts(info["run_id"], "reference")
+    assert [a.path for a in reference] == ["reference/reference.parquet"]
+    assert "dvc_md5.data/reference.parquet" in tags
     assert 0.6 < info["metrics"]["roc_auc"] < 0.75
     workspace = settings.workspace_dir("flights")
     assert run(env, "git", "-C", str(workspace), "cat-file", "-e",

@@ -116,3 +116,27 @@ def test_slices_are_every_origin_and_the_largest_carriers(usecase, days):
     assert chosen["origin"] == ["EWR", "JFK", "LGA"]
     top2 = days["carrier"].value_counts().index[:2].tolist()
     assert chosen["carrier"] == sorted(top2)
+
+
+def test_the_reference_sample_is_bounded_seeded_and_carries_predictions(usecase, days, tmp_path):
+    import shutil
+
+    import yaml
+
+    request = TrainingRequest.from_conf({"window_end": "2013-01-10", "window_days": 10}, usecase)
+    params = params_for(usecase, request)
+    params["train"]["num_boost_round"] = 10
+    params["reference"] = {"rows": 500, "seed": 7}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "data").mkdir()
+    labelled = days[days["is_delayed"].notna()]
+    labelled.to_parquet(tmp_path / stages.TRAIN)
+    stages.train(tmp_path)
+    stages.reference(tmp_path)
+    first = pd.read_parquet(tmp_path / stages.REFERENCE)
+    assert len(first) == 500
+    assert list(first.columns[-2:]) == ["is_delayed", "prediction"]
+    assert first["flight_id"].isin(labelled["flight_id"]).all()
+    shutil.copyfile(tmp_path / stages.REFERENCE, tmp_path / "first.parquet")
+    stages.reference(tmp_path)
+    assert (tmp_path / stages.REFERENCE).read_bytes() == (tmp_path / "first.parquet").read_bytes()

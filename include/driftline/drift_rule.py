@@ -1,0 +1,87 @@
+"""When drift is worth a retraining: the drift sensor's rule, as a pure function.
+
+Drift share at or above a threshold on k of the last n nights, or a quality drop beyond a
+margin below the champion's holdout figure once labels exist; never inside a cool-down
+after the last retraining, and never on a night whose ETL validation failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from driftline.history import FIRED, NightSummary
+
+QUIET = "skipped: quiet"
+COOL_DOWN = "skipped: cool-down"
+NO_VALID_DATA = "skipped: validation failed"
+
+
+@dataclass(frozen=True)
+class DriftRule:
+    drift_share_threshold: float
+    nights_drifted: int  # k
+    nights_window: int  # n
+    quality_drop: float | None  # ROC AUC below the champion's holdout by more than this
+    cooldown_days: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nights_drifted <= self.nights_window:
+            raise ValueError(f"need 1 <= k ({self.nights_drifted}) <= n ({self.nights_window})")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str  # FIRED, QUIET, COOL_DOWN, NO_VALID_DATA
+    reason: str
+
+    @property
+    def fires(self) -> bool:
+        return self.decision == FIRED
+
+
+def judge(
+    rule: DriftRule,
+    nights: list[NightSummary],
+    day: dt.date,
+    last_training: dt.date | None,
+    validation_passed: bool = True,
+) -> Verdict:
+    """The decision for `day`, given the recorded nights up to it (oldest first)."""
+    if not validation_passed:
+        return Verdict(NO_VALID_DATA, f"the ETL validation of {day} failed: no retraining")
+    recent = [n for n in nights if (day - n.day).days < rule.nights_window]
+    drifted = [n for n in recent if n.drift_share >= rule.drift_share_threshold]
+    today = next((n for n in recent if n.day == day), None)
+    reasons = []
+    if len(drifted) >= rule.nights_drifted:
+        reasons.append(
+            f"drift share >= {rule.drift_share_threshold} on {len(drifted)} of the last "
+            f"{rule.nights_window} nights ({', '.join(str(n.day) for n in drifted)})"
+        )
+    if (
+        rule.quality_drop is not None
+        and today is not None
+        and today.roc_auc is not None
+        and today.champion_holdout_roc_auc is not None
+        and today.roc_auc < today.champion_holdout_roc_auc - rule.quality_drop
+    ):
+        reasons.append(
+            f"ROC AUC {today.roc_auc:.4f} is more than {rule.quality_drop} below the champion's "
+            f"holdout {today.champion_holdout_roc_auc:.4f}"
+        )
+    if not reasons:
+        share = f"{today.drift_share:.2f}" if today else "unknown"
+        return Verdict(
+            QUIET,
+            f"drift share {share} tonight; {len(drifted)} of the last "
+            f"{rule.nights_window} nights at or above "
+            f"{rule.drift_share_threshold} (need {rule.nights_drifted})",
+        )
+    if last_training is not None and (day - last_training).days < rule.cooldown_days:
+        return Verdict(
+            COOL_DOWN,
+            f"{'; '.join(reasons)}; but the last retraining was on "
+            f"{last_training}, inside the {rule.cooldown_days}-day cool-down",
+        )
+    return Verdict(FIRED, "; ".join(reasons))

@@ -1,0 +1,63 @@
+"""The drift sensor's rule and cool-down, case by case (pure: no Evidently, no Airflow)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from driftline.drift_rule import COOL_DOWN, NO_VALID_DATA, QUIET, DriftRule, judge
+from driftline.history import FIRED, NightSummary
+
+RULE = DriftRule(drift_share_threshold=0.5, nights_drifted=2, nights_window=3,
+                 quality_drop=0.05, cooldown_days=14)
+DAY = dt.date(2013, 7, 10)
+
+
+def night(days_ago: int, share: float, auc: float | None = None) -> NightSummary:
+    return NightSummary(usecase="flights", day=DAY - dt.timedelta(days=days_ago),
+                        model_version="1", reference_md5="x", rows=900,
+                        dataset_drift=share >= 0.5, drift_share=share, roc_auc=auc,
+                        champion_holdout_roc_auc=0.70 if auc is not None else None)
+
+
+def test_k_of_the_last_n_nights_fires():
+    verdict = judge(RULE, [night(2, 0.1), night(1, 0.6), night(0, 0.7)], DAY, None)
+    assert verdict.decision == FIRED and "2 of the last 3 nights" in verdict.reason
+
+
+def test_one_drifted_night_is_quiet():
+    verdict = judge(RULE, [night(2, 0.1), night(1, 0.2), night(0, 0.9)], DAY, None)
+    assert verdict.decision == QUIET and "(need 2)" in verdict.reason
+
+
+def test_nights_older_than_the_window_do_not_count():
+    verdict = judge(RULE, [night(5, 0.9), night(4, 0.9), night(0, 0.9)], DAY, None)
+    assert verdict.decision == QUIET
+
+
+def test_a_quality_drop_fires_without_drift():
+    verdict = judge(RULE, [night(0, 0.1, auc=0.62)], DAY, None)
+    assert verdict.decision == FIRED and "more than 0.05 below" in verdict.reason
+
+
+def test_a_small_quality_dip_is_quiet():
+    assert judge(RULE, [night(0, 0.1, auc=0.67)], DAY, None).decision == QUIET
+
+
+def test_cool_down_holds_back_a_rule_that_holds():
+    nights = [night(1, 0.6), night(0, 0.7)]
+    held = judge(RULE, nights, DAY, last_training=DAY - dt.timedelta(days=5))
+    assert held.decision == COOL_DOWN and "14-day cool-down" in held.reason
+    after = judge(RULE, nights, DAY, last_training=DAY - dt.timedelta(days=14))
+    assert after.decision == FIRED
+
+
+def test_no_retraining_on_a_night_whose_validation_failed():
+    verdict = judge(RULE, [night(1, 0.9), night(0, 0.9)], DAY, None, validation_passed=False)
+    assert verdict.decision == NO_VALID_DATA and not verdict.fires
+
+
+def test_k_must_fit_in_n():
+    with pytest.raises(ValueError, match="k"):
+        DriftRule(0.5, nights_drifted=4, nights_window=3, quality_drop=None, cooldown_days=0)
