@@ -78,6 +78,9 @@ class Settings:
         safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", run)
         return self.home / "staging" / usecase / day.isoformat() / safe_run
 
+    def predictions_path(self, usecase: str, day: dt.date) -> Path:
+        return self.home / "predictions" / usecase / f"date={day.isoformat()}" / "part-0.parquet"
+
     def quarantine_dir(self, usecase: str, day: dt.date) -> Path:
         return self.home / "quarantine" / usecase / day.isoformat()
 

@@ -116,4 +116,3 @@ class DriftHistory:
 
     def dispose(self) -> None:
         self.engine.dispose()
-

@@ -215,3 +215,22 @@ def test_a_window_with_too_few_labelled_rows_is_refused(state):
         {"window_end": "2013-01-31", "window_days": 1}, usecase)
     with pytest.raises(training.TrainingRequestError, match="fewer than min_train_rows 1000"):
         training.snapshot_window(usecase, settings, request)
+
+
+def test_the_champion_scores_a_night_into_a_versioned_partition(state):
+    import pandas as pd
+
+    from driftline.scoring import MissingPartitionError, score_day
+
+    settings, usecase = state
+    champion = registry.alias_version(settings, MODEL, registry.CHAMPION)
+    scored = score_day(usecase, settings, dt.date(2013, 2, 10))
+    predictions = pd.read_parquet(scored.path)
+    curated = etl.read_curated(usecase, settings, dt.date(2013, 2, 10), dt.date(2013, 2, 10))
+    assert scored.model_version == champion and len(predictions) == len(curated) == scored.rows
+    assert set(predictions["model_version"]) == {champion}
+    assert predictions["prediction"].between(0, 1).all()
+    before = scored.path.read_bytes()
+    assert score_day(usecase, settings, dt.date(2013, 2, 10)).path.read_bytes() == before
+    with pytest.raises(MissingPartitionError, match="run flights_etl for it"):
+        score_day(usecase, settings, dt.date(2013, 3, 1))
