@@ -48,6 +48,9 @@ class Settings:
     home: Path
     usecases_dir: Path
     expectations_dir: Path
+    # Resolved once, when the settings are made: MLflow's own set_tracking_uri() rewrites
+    # $MLFLOW_TRACKING_URI, so reading it later would read back whatever was used last.
+    mlflow_uri: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,6 +61,7 @@ class Settings:
             expectations_dir=Path(
                 os.environ.get(EXPECTATIONS_ENV) or root / "expectations"
             ).resolve(),
+            mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
         )
 
     def default_source_url(self, usecase: str) -> str:
@@ -100,11 +104,9 @@ class Settings:
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        """$MLFLOW_TRACKING_URI (a server or a database URL), else SQLite under the home."""
-        return (
-            os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
-        )
+        """$MLFLOW_TRACKING_URI when the settings were made (a server or a database URL),
+        else SQLite under the home."""
+        return self.mlflow_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
 
     @property
     def mlflow_artifact_root(self) -> str:

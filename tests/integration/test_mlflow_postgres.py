@@ -3,6 +3,7 @@ setup), reached by URL only: the same code, another MLFLOW_TRACKING_URI."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from driftline import etl, registry, training
+from driftline.config import Settings
 from tests.conftest import sqlite_url
 
 pytestmark = pytest.mark.integration
@@ -74,6 +76,8 @@ def test_training_registers_into_a_postgres_backed_tracking_server(
     tracking_server, usecase, settings, seeded_source, monkeypatch
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    settings = dataclasses.replace(settings, mlflow_uri=Settings.from_env().mlflow_uri)
+    assert settings.mlflow_tracking_uri == tracking_server  # configuration alone
     day = dt.date(2013, 1, 1)
     while day <= dt.date(2013, 1, 21):
         etl.run_day(usecase, settings, day, sqlite_url(seeded_source))

@@ -72,3 +72,17 @@ def test_settings_come_from_the_environment_when_asked(monkeypatch, tmp_path):
     assert settings.source_url(usecase) == f"sqlite:///{tmp_path}/state/source/flights.db"
     monkeypatch.setenv(usecase.source.url_env, "postgresql://u@db/flights")
     assert settings.source_url(usecase) == "postgresql://u@db/flights"
+
+
+def test_the_tracking_uri_is_read_once_not_after_mlflow_rewrites_the_env(monkeypatch, tmp_path):
+    import mlflow
+
+    monkeypatch.setenv("DRIFTLINE_HOME", str(tmp_path / "a"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = Settings.from_env()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}")  # sets $MLFLOW_TRACKING_URI
+    own_store = f"sqlite:///{tmp_path / 'a' / 'mlflow' / 'mlflow.db'}"
+    try:
+        assert settings.mlflow_tracking_uri == own_store
+    finally:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
