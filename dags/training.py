@@ -12,7 +12,13 @@ import pendulum
 from airflow.sdk import DAG, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from driftline.config import Settings, UseCase, list_usecases
+from driftline.config import (
+    MAX_REASON_CHARS,
+    MAX_WINDOW_DAYS,
+    Settings,
+    UseCase,
+    list_usecases,
+)
 from driftline_defaults import default_args
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(hours=1))
@@ -79,14 +85,14 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
                 training.window_days,
                 type="integer",
                 minimum=1,
-                maximum=366,
+                maximum=MAX_WINDOW_DAYS,
                 description="Length of the training window in days.",
             ),
             "reason": Param(
                 "manual",
                 type="string",
                 minLength=1,
-                maxLength=500,
+                maxLength=MAX_REASON_CHARS,
                 description="Why this retraining (kept on the model version).",
             ),
             "force_promote": Param(
@@ -133,12 +139,10 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
         def run_dvc_pipeline(request: dict, snapshot: dict, dag_run=None) -> dict:
             from driftline import training
 
-            req = _request(request)
             return training.run_pipeline(
                 usecase,
                 settings,
-                f"train {req.window_start}..{req.window_end} ({req.reason}; "
-                f"{dag_run.dag_id} {dag_run.run_id})",
+                training.commit_message(_request(request), dag_run.dag_id, dag_run.run_id),
                 snapshot["snapshot_md5"],
             )
 

@@ -23,6 +23,11 @@ HOME_ENV = "DRIFTLINE_HOME"
 USECASES_ENV = "DRIFTLINE_USECASES_DIR"
 EXPECTATIONS_ENV = "DRIFTLINE_EXPECTATIONS_DIR"
 DVC_REMOTE_ENV = "DRIFTLINE_DVC_REMOTE"
+
+# Limits of a training request: checked by the DAG's Params at trigger time and again by
+# driftline.training for every other way in (CLI, sensor).
+MAX_WINDOW_DAYS = 366
+MAX_REASON_CHARS = 500
 DVC_REMOTE_ENDPOINT_ENV = "DRIFTLINE_DVC_REMOTE_ENDPOINT"
 MLFLOW_ARTIFACTS_ENV = "DRIFTLINE_MLFLOW_ARTIFACT_ROOT"
 
@@ -175,7 +180,7 @@ class GateConfig(_Strict):
 class TrainingConfig(_Strict):
     experiment: str
     registered_model: str
-    window_days: int = Field(31, ge=1, le=366)
+    window_days: int = Field(31, ge=1, le=MAX_WINDOW_DAYS)
     holdout_days: int = Field(7, ge=1, le=92)
     min_train_rows: int = Field(1000, ge=1)
     gate: GateConfig = Field(default_factory=GateConfig)

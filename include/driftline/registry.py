@@ -213,6 +213,11 @@ def log_model_version(
     return str(version.version)
 
 
+# What MLflow answers for a model or alias that does not exist (sqlite store and server
+# alike); any other error (store down, ...) must propagate, never read as "no champion".
+_ABSENT = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
 def _versions(mlflow_client: mlflow.MlflowClient, name: str) -> list:
     try:
         return mlflow_client.search_model_versions(f"name = '{_quoted(name)}'")
@@ -220,11 +225,6 @@ def _versions(mlflow_client: mlflow.MlflowClient, name: str) -> list:
         if exc.error_code in _ABSENT:
             return []
         raise
-
-
-# What MLflow answers for a model or alias that does not exist (sqlite store and server
-# alike); any other error (store down, ...) must propagate, never read as "no champion".
-_ABSENT = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
 
 
 def alias_version(settings: Settings, name: str, alias: str) -> str | None:
@@ -251,12 +251,18 @@ def record_decision(
     challenger: Scores,
     champion: Scores | None,
 ) -> None:
-    """Write the decision on the version and move the aliases if it is a promotion."""
+    """Move the aliases if it is a promotion, then write the decision on the version.
+
+    `gate.decision` is written last: a gate retry trusts it as proof that all of this is done.
+    """
     mlflow_client = client(settings)
     name = usecase.training.registered_model
     metric = usecase.training.gate.primary_metric
     verdict = "promoted" if decision.promote else "not promoted"
-    mlflow_client.set_model_version_tag(name, version, "gate.decision", verdict)
+    if decision.promote:
+        if champion_version and champion_version != version:
+            mlflow_client.set_registered_model_alias(name, PREVIOUS, champion_version)
+        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
     mlflow_client.set_model_version_tag(name, version, "gate.reason", decision.reason)
     mlflow_client.set_model_version_tag(
         name, version, "gate.champion_version", champion_version or "none"
@@ -286,10 +292,7 @@ def record_decision(
             f"champion {champion_text}."
         ),
     )
-    if decision.promote:
-        if champion_version and champion_version != version:
-            mlflow_client.set_registered_model_alias(name, PREVIOUS, champion_version)
-        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    mlflow_client.set_model_version_tag(name, version, "gate.decision", verdict)
     log.info("%s version %s %s: %s", name, version, verdict, decision.reason)
 
 

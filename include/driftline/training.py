@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from driftline import etl, registry, stages, storage
-from driftline.config import Settings, UseCase, project_root
+from driftline.config import MAX_REASON_CHARS, MAX_WINDOW_DAYS, Settings, UseCase, project_root
 from driftline.model import FeatureSchema
 from driftline.workspace import WINDOW_FILE, Workspace, WorkspaceError
 
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 VALIDATIONS_FILE = "validations.json"
 REQUEST_FIELDS = {"window_end", "window_days", "reason", "force_promote", "evidence"}
-MAX_REASON = 500
 
 
 class TrainingRequestError(ValueError):
@@ -83,11 +82,15 @@ class TrainingRequest:
                 f"window_end: {conf.get('window_end')!r} is not a date (YYYY-MM-DD)"
             ) from exc
         days = conf.get("window_days", training.window_days)
-        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 366:
-            raise TrainingRequestError(f"window_days: {days!r} is not a whole number 1..366")
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_WINDOW_DAYS:
+            raise TrainingRequestError(
+                f"window_days: {days!r} is not a whole number 1..{MAX_WINDOW_DAYS}"
+            )
         reason = conf.get("reason", "manual")
-        if not isinstance(reason, str) or len(reason) > MAX_REASON:
-            raise TrainingRequestError(f"reason: must be text of at most {MAX_REASON} characters")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+            raise TrainingRequestError(
+                f"reason: must be text of at most {MAX_REASON_CHARS} characters"
+            )
         force = conf.get("force_promote", False)
         if not isinstance(force, bool):
             raise TrainingRequestError(f"force_promote: {force!r} is not true or false")
@@ -136,8 +139,11 @@ def workspace(usecase: UseCase, settings: Settings) -> Workspace:
 
 def snapshot_window(usecase: UseCase, settings: Settings, request: TrainingRequest) -> dict:
     """Copy the window and holdout days from the curated store into the workspace (DVC-added)."""
-    present = {day for day, _, _ in etl.list_partitions(usecase, settings)}
-    missing = [d.isoformat() for d in request.days() if d not in present]
+    missing = [
+        d.isoformat()
+        for d in request.days()
+        if not (settings.partition_dir(usecase.name, d) / etl.PARTITION_FILE).exists()
+    ]
     if missing:
         raise TrainingRequestError(
             f"no curated partition for {len(missing)} day(s) of the window and holdout "
@@ -219,6 +225,13 @@ def run_pipeline(
         }
 
 
+def commit_message(request: TrainingRequest, dag_id: str, run_id: str) -> str:
+    """The workspace commit of a version: its window, the reason, and the run that made it."""
+    return (
+        f"train {request.window_start}..{request.window_end} ({request.reason}; {dag_id} {run_id})"
+    )
+
+
 def _headline(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "slices"}
 
@@ -288,12 +301,7 @@ def register(
 
 
 def _train_params(ws: Workspace) -> dict:
-    import yaml
-
-    return {
-        f"train.{k}": v
-        for k, v in yaml.safe_load((ws.root / "params.yaml").read_text())["train"].items()
-    }
+    return {f"train.{k}": v for k, v in stages.read_params(ws.root)["train"].items()}
 
 
 def _json(data: Any) -> str:
@@ -315,7 +323,7 @@ def gate(usecase: UseCase, settings: Settings, request: TrainingRequest, version
             else tags["gate.champion_version"],
             "already_decided": True,
         }
-    with workspace(usecase, settings).at_commit(info["tags"]["dvc_commit"]) as ws:
+    with workspace(usecase, settings).at_commit(tags["dvc_commit"]) as ws:
         holdout = pd.read_parquet(ws.root / stages.HOLDOUT)
     challenger = registry.score(
         registry.load_version(settings, name, version).predict, holdout, usecase
@@ -362,7 +370,7 @@ def train(
     pipeline = run_pipeline(
         usecase,
         settings,
-        f"train {request.window_start}..{request.window_end} ({request.reason}; {dag_id} {run_id})",
+        commit_message(request, dag_id, run_id),
         snapshot["snapshot_md5"],
     )
     registered = register(
