@@ -30,6 +30,9 @@ MAX_WINDOW_DAYS = 366
 MAX_REASON_CHARS = 500
 DVC_REMOTE_ENDPOINT_ENV = "DRIFTLINE_DVC_REMOTE_ENDPOINT"
 MLFLOW_ARTIFACTS_ENV = "DRIFTLINE_MLFLOW_ARTIFACT_ROOT"
+HISTORY_URL_ENV = "DRIFTLINE_HISTORY_URL"
+
+PREDICTION = "prediction"  # the model's probability column, in predictions and references
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
@@ -89,6 +92,24 @@ class Settings:
 
     def predictions_path(self, usecase: str, day: dt.date) -> Path:
         return self.home / "predictions" / usecase / f"date={day.isoformat()}" / "part-0.parquet"
+
+    def reports_dir(self, usecase: str, day: dt.date) -> Path:
+        """A night's Evidently reports (HTML + JSON) and its summary."""
+        return self.home / "reports" / usecase / day.isoformat()
+
+    def reference_path(self, usecase: str, version: str) -> Path:
+        """Local copy of a version's drift reference (fetched once from its MLflow run)."""
+        return self.home / "references" / usecase / f"v{version}" / "reference.parquet"
+
+    @property
+    def evidently_workspace(self) -> Path:
+        """The local Evidently workspace that `evidently ui --workspace` serves."""
+        return self.home / "evidently"
+
+    @property
+    def history_url(self) -> str:
+        """The drift history's database: $DRIFTLINE_HISTORY_URL, else SQLite under the home."""
+        return os.environ.get(HISTORY_URL_ENV) or f"sqlite:///{self.home / 'monitoring.db'}"
 
     def quarantine_dir(self, usecase: str, day: dt.date) -> Path:
         return self.home / "quarantine" / usecase / day.isoformat()
@@ -186,6 +207,56 @@ class TrainingConfig(_Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
 
 
+class ReferenceConfig(_Strict):
+    """The drift reference made once per version: a seeded sample of its training rows."""
+
+    rows: int = Field(20000, ge=100, le=1_000_000)
+    seed: int = 7
+
+
+class DriftTestConfig(_Strict):
+    """Evidently's per-column drift tests (distances: a column drifts at or above its threshold)."""
+
+    num_method: str = "wasserstein"
+    num_threshold: float = Field(0.1, gt=0)
+    cat_method: str = "jensenshannon"
+    cat_threshold: float = Field(0.1, gt=0)
+    # Evidently's own dataset-drift flag: share of drifted columns at or above this.
+    dataset_drift_share: float = Field(0.5, gt=0, le=1)
+
+
+class DriftRuleConfig(_Strict):
+    """When the drift sensor starts a retraining (driftline.drift_rule)."""
+
+    drift_share: float = Field(0.5, gt=0, le=1)
+    nights_drifted: int = Field(3, ge=1)  # k ...
+    nights_window: int = Field(5, ge=1)  # ... of the last n nights
+    # Also fire when tonight's ROC AUC is more than this below the champion's holdout figure.
+    quality_drop: float | None = Field(None, gt=0, lt=1)
+    min_labelled_rows: int = Field(200, ge=1)  # fewer labelled rows: no quality figure
+    cooldown_days: int = Field(14, ge=0)
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> DriftRuleConfig:
+        if self.nights_drifted > self.nights_window:
+            raise ValueError(
+                f"nights_drifted ({self.nights_drifted}) > nights_window ({self.nights_window})"
+            )
+        return self
+
+
+class MonitoringConfig(_Strict):
+    """The nightly drift report and the rule that turns drift into a retraining."""
+
+    # Current data of a night's report: that night and the days before it (1: the night alone).
+    current_days: int = Field(1, ge=1, le=31)
+    # Columns judged for drift (default: every model feature); the prediction always is.
+    columns: list[str] | None = None
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    tests: DriftTestConfig = Field(default_factory=DriftTestConfig)
+    rule: DriftRuleConfig = Field(default_factory=DriftRuleConfig)
+
+
 class UseCase(_Strict):
     """One use-case: where its data comes from, how a batch is built, and how it is judged."""
 
@@ -203,6 +274,7 @@ class UseCase(_Strict):
     passthrough: list[str] = Field(default_factory=list)
     validation: ValidationConfig
     training: TrainingConfig | None = None
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("name")
     @classmethod
@@ -219,6 +291,18 @@ class UseCase(_Strict):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {name!r}") from exc
         return name
+
+    @model_validator(mode="after")
+    def _monitored_columns_are_features(self) -> UseCase:
+        unknown = set(self.monitoring.columns or []) - set(self.features.all)
+        if unknown:
+            raise ValueError(f"monitoring.columns: not features: {sorted(unknown)}")
+        return self
+
+    @property
+    def drift_columns(self) -> list[str]:
+        """The columns a drift report judges: the configured features, then the prediction."""
+        return [*(self.monitoring.columns or self.features.all), "prediction"]
 
     @cached_property
     def tz(self) -> ZoneInfo:

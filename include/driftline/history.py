@@ -33,6 +33,7 @@ DRIFT_HISTORY = sa.Table(
     sa.Column("champion_holdout_roc_auc", sa.Float),
     sa.Column("report_html", sa.Text),
     sa.Column("report_json", sa.Text),
+    sa.Column("evidently_runs", sa.Text, nullable=False),  # JSON list of workspace snapshot ids
     sa.Column("decision", sa.String(64)),
     sa.Column("decision_reason", sa.Text),
 )
@@ -53,18 +54,25 @@ class NightSummary:
     champion_holdout_roc_auc: float | None = None
     report_html: str | None = None
     report_json: str | None = None
+    evidently_runs: list[str] = field(default_factory=list)
     decision: str | None = None
     decision_reason: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["drifted_columns"] = json.dumps(self.drifted_columns)
+        row["evidently_runs"] = json.dumps(self.evidently_runs)
         return row
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (the day as ISO text)."""
+        return {**asdict(self), "day": self.day.isoformat()}
 
     @classmethod
     def from_row(cls, row: sa.Row | dict) -> NightSummary:
         data = dict(row._mapping) if isinstance(row, sa.Row) else dict(row)
         data["drifted_columns"] = json.loads(data["drifted_columns"])
+        data["evidently_runs"] = json.loads(data["evidently_runs"])
         return cls(**data)
 
 
@@ -92,6 +100,15 @@ class DriftHistory:
             ).rowcount
         if updated != 1:
             raise LookupError(f"no drift history row for {usecase} {day} to record a decision on")
+
+    def night(self, usecase: str, day: dt.date) -> NightSummary | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(DRIFT_HISTORY).where(
+                    DRIFT_HISTORY.c.usecase == usecase, DRIFT_HISTORY.c.day == day
+                )
+            ).first()
+        return NightSummary.from_row(row) if row is not None else None
 
     def nights(self, usecase: str, last: dt.date, count: int) -> list[NightSummary]:
         """The up to `count` most recent nights on or before `last`, oldest first."""

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 RUN_TAG = "driftline.run_key"
 REFERENCE_ARTIFACT_DIR = "reference"  # the drift reference sample, in the version's run
+REFERENCE_ARTIFACT = f"{REFERENCE_ARTIFACT_DIR}/{stages.REFERENCE.name}"
+REFERENCE_FILE = stages.REFERENCE.as_posix()  # its path in the workspace (tag dvc_md5.<path>)
 
 
 # --- the gate: a pure decision over scores ----------------------------------------------

@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from driftline import etl, registry, storage
-from driftline.config import Settings, UseCase
+from driftline.config import PREDICTION, Settings, UseCase
 
 log = logging.getLogger(__name__)
 
-PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
 
 
@@ -61,8 +60,13 @@ def champion_version(usecase: UseCase, settings: Settings) -> str:
     return version
 
 
-def score_day(usecase: UseCase, settings: Settings, day: dt.date) -> ScoredDay:
-    """Score the day's curated rows with the champion; write the predictions partition."""
+def score_day(
+    usecase: UseCase, settings: Settings, day: dt.date, loaded: tuple[str, object] | None = None
+) -> ScoredDay:
+    """Score the day's curated rows with the champion; write the predictions partition.
+
+    `loaded`: (version, model) already in memory, used if that version is still the champion.
+    """
     version = champion_version(usecase, settings)
     partition = settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE
     if not partition.exists():
@@ -72,7 +76,10 @@ def score_day(usecase: UseCase, settings: Settings, day: dt.date) -> ScoredDay:
     rows = pd.read_parquet(partition)
     name = usecase.training.registered_model
     try:
-        model = registry.load_version(settings, name, version)
+        if loaded is not None and loaded[0] == version:
+            model = loaded[1]
+        else:
+            model = registry.load_version(settings, name, version)
         scores = model.predict(rows[usecase.features.all]) if len(rows) else []
     except Exception as exc:
         raise ScoringError(

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from driftline import evaluation, storage
+from driftline.config import PREDICTION
 from driftline.model import FeatureSchema, TrainedModel, fit
 from driftline.workspace import WINDOW_FILE
 
@@ -88,7 +89,7 @@ def reference(root: Path = Path(".")) -> None:
     ).sort_index()
     schema = model.schema
     sample = sample[[schema.key, schema.event_time, *schema.features, schema.label]]
-    sample = sample.assign(prediction=model.predict_proba(sample)).reset_index(drop=True)
+    sample = sample.assign(**{PREDICTION: model.predict_proba(sample)}).reset_index(drop=True)
     storage.write_parquet(sample, root / REFERENCE)
     log.info("reference: %d of %d training rows", len(sample), len(train_rows))
 
