@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # at the project's DAGs (Airflow puts that folder on sys.path, as in production).
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="driftline-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")

@@ -211,6 +211,82 @@ def train(
 
 
 @main.command()
+@click.option("--start", type=DATE, required=True, help="First night (YYYY-MM-DD).")
+@click.option("--end", type=DATE, required=True, help="Last night, inclusive.")
+@click.option(
+    "--retrain",
+    is_flag=True,
+    help="When the rule fires, train in-process with the conf the sensor would send.",
+)
+@pass_context
+def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) -> None:
+    """Score, report and judge each night in a range, in-process (the monitoring DAG's steps).
+
+    Without --retrain the champion stays as it is and a firing night only starts the cool-down.
+    """
+    from driftline import monitoring, registry, scoring, training
+
+    usecase, settings = ctx.usecase, ctx.settings
+    loaded: tuple[str, object] | None = None
+    fired = []
+    click.echo(f"{'night':<10} {'version':>7} {'rows':>5} {'drift':>6} {'roc_auc':>7}  decision")
+    for day in _days(start.date(), end.date()):
+        version = scoring.champion_version(usecase, settings)
+        if loaded is None or loaded[0] != version:
+            model = registry.load_version(settings, usecase.training.registered_model, version)
+            loaded = (version, model)
+        try:
+            scored = scoring.score_day(usecase, settings, day, loaded)
+            summary = monitoring.report_night(usecase, settings, day, scored.model_version, model)
+        except (scoring.MissingPartitionError, monitoring.MonitoringError) as exc:
+            click.echo(f"{day}  not judged: {exc}")
+            continue
+        verdict, night = monitoring.decide_night(usecase, settings, day)
+        auc = "n/a" if summary.roc_auc is None else f"{summary.roc_auc:.4f}"
+        click.echo(
+            f"{day} {version:>7} {summary.rows:>5} {summary.drift_share:>6.2f} {auc:>7}  "
+            f"{verdict.decision}"
+        )
+        if verdict.fires:
+            fired.append(day)
+            click.echo(f"           {verdict.reason}")
+            if retrain:
+                conf = monitoring.retraining_conf(usecase, night, verdict)
+                result = training.train(
+                    usecase, settings, training.TrainingRequest.from_conf(conf, usecase)
+                )
+                click.echo(
+                    f"           retrained: version {result['version']}, "
+                    f"{'promoted' if result['promoted'] else 'not promoted'} ({result['reason']})"
+                )
+    click.echo(f"reports in {settings.reports_dir(usecase.name, dt.date.min).parent}")
+    click.echo(f"the rule fired on {len(fired)} night(s): {', '.join(map(str, fired)) or 'none'}")
+
+
+@main.command()
+@click.option("--last", type=int, default=30, show_default=True, help="How many nights.")
+@pass_context
+def history(ctx: _Context, last: int) -> None:
+    """The drift history: each night's figures and the drift sensor's decision."""
+    from driftline.history import DriftHistory
+
+    usecase, settings = ctx.usecase, ctx.settings
+    ledger = DriftHistory(settings.history_url)
+    try:
+        nights = ledger.nights(usecase.name, dt.date.max, last)
+    finally:
+        ledger.dispose()
+    for night in nights:
+        auc = "n/a" if night.roc_auc is None else f"{night.roc_auc:.4f}"
+        click.echo(
+            f"{night.day} v{night.model_version} drift {night.drift_share:.2f} "
+            f"roc_auc {auc} {night.decision or 'undecided'}: {night.decision_reason or ''}"
+        )
+        if night.drifted_columns:
+            click.echo(f"           drifted: {', '.join(night.drifted_columns)}")
+
+
+@main.command()
 @click.argument("version")
 @pass_context
 def reproduce(ctx: _Context, version: str) -> None:

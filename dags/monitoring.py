@@ -1,0 +1,153 @@
+"""Nightly monitoring DAGs: one `<usecase>_monitoring` per use-case with a `training` section.
+
+The champion scores the night, Evidently judges drift against the champion's own training
+reference, and the drift sensor starts `<usecase>_training` when the rule holds.
+Wiring only: the work is in `driftline.scoring` and `driftline.monitoring`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from drift_sensor import DriftSensor
+from driftline.config import Settings, UseCase, list_usecases
+from driftline_defaults import default_args
+
+DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(minutes=30))
+
+DOC = """
+### {name}: nightly scoring, drift report and the drift sensor
+
+Each run covers the same **{tz}** day as the `{name}_etl` run of its date. It
+
+1. **wait_for_partition**: waits (rescheduling, no slot held) for the day's curated partition;
+2. **score_day**: the `champion` of `{model}` scores the day; predictions are written to
+   `{predictions}` with the model version that made them;
+3. **report_drift**: Evidently compares the day ({current} day(s) up to it) with the champion's
+   own training reference: drift of the features and of the prediction, and ROC AUC / log loss
+   on the labelled flights. HTML + JSON in `{reports}/<day>/`, the figures in the drift history
+   (`driftline history`), the snapshots in the Evidently workspace `{workspace}`;
+4. **drift_sensor**: the rule: drift share >= {share} on {k} of the last {n} nights{quality};
+   cool-down {cooldown} days since the last retraining; never after a failed validation.
+   The decision (fired / skipped: quiet / skipped: cool-down / skipped: validation failed) is
+   recorded in the drift history. Not firing skips the next task; the run stays green;
+5. **trigger_retraining**: starts `{name}_training` (run id `drift__<day>`) with the evidence
+   in its conf: day, report, drift share, drifted columns, quality figures, reason `drift`.
+
+**When it fails**
+- *wait_for_partition*: the day's ETL has not loaded it (or its validation failed: see the
+  quarantine); fix and rerun `{name}_etl` for the day, then clear this run.
+- *score_day*: no champion yet (train one: trigger `{name}_training`), or the champion could
+  not be loaded (the message names the version; the alias is untouched).
+- *report_drift*: the day has no rows, or the champion has no reference; the message says which.
+- A rerun of a night replaces its predictions, reports and history row, and does not start a
+  second retraining for it.
+"""
+
+
+def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
+    monitoring = usecase.monitoring
+    rule = monitoring.rule
+    start = pendulum.datetime(
+        usecase.start_date.year,
+        usecase.start_date.month,
+        usecase.start_date.day,
+        tz=usecase.timezone,
+    )
+    last = usecase.end_date
+    end = pendulum.datetime(last.year, last.month, last.day, tz=usecase.timezone) if last else None
+    # the day a run covers, as in the ETL: its data interval, in the use-case's time zone
+    day = "{{ data_interval_start.in_timezone('" + usecase.timezone + "').to_date_string() }}"
+
+    @dag(
+        dag_id=f"{usecase.name}_monitoring",
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone=usecase.timezone),
+        start_date=start,
+        end_date=end,
+        catchup=False,
+        max_active_runs=1,  # nights in order: the rule reads the nights before
+        default_args=DEFAULT_ARGS,
+        tags=["driftline", "monitoring", usecase.name],
+        doc_md=DOC.format(
+            name=usecase.name,
+            tz=usecase.timezone,
+            model=usecase.training.registered_model,
+            predictions=settings.predictions_path(usecase.name, dt.date.min).parent.parent,
+            current=monitoring.current_days,
+            reports=settings.reports_dir(usecase.name, dt.date.min).parent,
+            workspace=settings.evidently_workspace,
+            share=rule.drift_share,
+            k=rule.nights_drifted,
+            n=rule.nights_window,
+            quality=(
+                f", or ROC AUC more than {rule.quality_drop} below the champion's holdout"
+                if rule.quality_drop
+                else ""
+            ),
+            cooldown=rule.cooldown_days,
+        ),
+    )
+    def pipeline() -> None:
+        @task.sensor(poke_interval=300, timeout=12 * 3600, mode="reschedule")
+        def wait_for_partition(day: str) -> bool:
+            from driftline import monitoring as night
+
+            try:
+                return night.partition_ready(usecase, settings, dt.date.fromisoformat(day))
+            except night.MonitoringError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task
+        def score_day(day: str) -> dict:
+            from driftline import scoring
+
+            try:
+                return scoring.score_day(usecase, settings, dt.date.fromisoformat(day)).as_dict()
+            except (scoring.NoChampionError, scoring.MissingPartitionError) as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task
+        def report_drift(scored: dict) -> dict:
+            from driftline import monitoring as night
+
+            day = dt.date.fromisoformat(scored["day"])
+            try:
+                summary = night.report_night(usecase, settings, day, scored["model_version"])
+            except night.MonitoringError as exc:
+                raise AirflowFailException(str(exc)) from exc
+            return summary.as_dict()
+
+        drift_sensor = DriftSensor(
+            task_id="drift_sensor",
+            usecase=usecase.name,
+            day=day,
+            poke_interval=60,
+            timeout=3600,
+            trigger_poll_seconds=10,
+        )
+        trigger_retraining = TriggerDagRunOperator(
+            task_id="trigger_retraining",
+            trigger_dag_id=f"{usecase.name}_training",
+            trigger_run_id=f"drift__{day}",
+            conf=drift_sensor.output,
+            logical_date=None,
+            skip_when_already_exists=True,  # a rerun of the night starts no second training
+            openlineage_inject_parent_info=False,  # the training DAG refuses unknown conf keys
+        )
+        scored = score_day(day)
+        wait_for_partition(day) >> scored
+        report_drift(scored) >> drift_sensor >> trigger_retraining
+
+    return pipeline()
+
+
+_settings = Settings.from_env()
+for _usecase in list_usecases(_settings):
+    if _usecase.training is not None:
+        globals()[f"{_usecase.name}_monitoring"] = monitoring_dag(_usecase, _settings)

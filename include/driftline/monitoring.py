@@ -1,0 +1,287 @@
+"""A monitored night: the champion's reference, the night's reports, its history row, and
+the drift rule's verdict with the evidence a retraining carries.
+
+The monitoring DAG calls these functions one per task; `driftline monitor` calls them in a
+loop over a range of nights, without Airflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from driftline import drift_report, etl, registry, storage
+from driftline.config import PREDICTION, Settings, UseCase
+from driftline.drift_rule import DriftRule, Verdict, judge
+from driftline.history import DriftHistory, NightSummary
+from driftline.scoring import MissingPartitionError
+
+log = logging.getLogger(__name__)
+
+DRIFT, QUALITY = "drift", "quality"  # the report files of a night: drift.html, quality.json, ...
+SUMMARY_FILE = "summary.json"
+TRIGGER_REASON = "drift"
+
+
+class MonitoringError(RuntimeError):
+    """A night cannot be judged (no rows, no reference); the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class ChampionFacts:
+    """What a night's report needs to know about the version that scored it."""
+
+    version: str
+    run_id: str
+    reference_md5: str
+    holdout_roc_auc: float | None
+    window_end: dt.date | None
+
+
+def champion_facts(usecase: UseCase, settings: Settings, version: str) -> ChampionFacts:
+    info = registry.version_info(settings, usecase, version)
+    reference_md5 = info["run_tags"].get(f"dvc_md5.{registry.REFERENCE_FILE}")
+    if not reference_md5:
+        raise MonitoringError(
+            f"{usecase.training.registered_model} version {version} has no drift reference "
+            f"(tag dvc_md5.{registry.REFERENCE_FILE}): retrain it with this driftline"
+        )
+    window = info["run_tags"].get("window", "")
+    return ChampionFacts(
+        version=version,
+        run_id=info["run_id"],
+        reference_md5=reference_md5,
+        holdout_roc_auc=info["metrics"].get("roc_auc"),
+        window_end=dt.date.fromisoformat(window.split("..")[1]) if ".." in window else None,
+    )
+
+
+def reference_sample(usecase: UseCase, settings: Settings, champion: ChampionFacts) -> pd.DataFrame:
+    """The version's drift reference: fetched from its MLflow run once, then read locally.
+
+    The local copy is checked against the DVC md5 recorded on the run, so the report always
+    compares against exactly the sample that version was trained with.
+    """
+    local = settings.reference_path(usecase.name, champion.version)
+    if not local.exists() or _md5(local) != champion.reference_md5:
+        with tempfile.TemporaryDirectory() as scratch:
+            fetched = Path(
+                registry.client(settings).download_artifacts(
+                    champion.run_id, registry.REFERENCE_ARTIFACT, scratch
+                )
+            )
+            if _md5(fetched) != champion.reference_md5:
+                raise MonitoringError(
+                    f"the reference of version {champion.version} in MLflow run "
+                    f"{champion.run_id} does not match its DVC md5 {champion.reference_md5}"
+                )
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with storage.atomic_path(local) as temporary:
+                temporary.write_bytes(fetched.read_bytes())
+    return pd.read_parquet(local)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def partition_ready(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
+    """Whether the night's curated partition is there to score; a night whose only ETL run
+    failed validation will not get one, which is an error, not a reason to wait."""
+    if (settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE).exists():
+        return True
+    result = settings.validation_result_path(usecase.name, day)
+    if result.exists() and json.loads(result.read_text()).get("success") is False:
+        raise MonitoringError(
+            f"{usecase.name} {day}: the ETL validation failed and nothing was loaded (see "
+            f"{settings.quarantine_dir(usecase.name, day)}); fix the source, rerun "
+            f"{usecase.name}_etl for the day, then clear this run"
+        )
+    return False
+
+
+def current_rows(usecase: UseCase, settings: Settings, day: dt.date, model) -> pd.DataFrame:
+    """The report's current data: the night (and the days before it, per the config),
+    scored by the model that scored the night."""
+    partition = settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE
+    if not partition.exists():
+        raise MissingPartitionError(
+            f"no curated partition for {day} ({partition}): run {usecase.name}_etl for it"
+        )
+    first = day - dt.timedelta(days=usecase.monitoring.current_days - 1)
+    rows = etl.read_curated(usecase, settings, first, day)
+    night = pd.read_parquet(partition, columns=[usecase.key])
+    if night.empty:
+        raise MonitoringError(f"{usecase.name} {day}: the curated partition has no rows to judge")
+    return rows.assign(**{PREDICTION: model.predict(rows[usecase.features.all]).to_numpy()})
+
+
+def report_night(
+    usecase: UseCase, settings: Settings, day: dt.date, version: str, model=None
+) -> NightSummary:
+    """Reports of the night by `version` (the one that scored it), saved and recorded.
+
+    Writes reports/<usecase>/<day>/{drift,quality}.{html,json} and summary.json, adds the
+    snapshots to the Evidently workspace, and replaces the night's drift-history row.
+    """
+    from driftline import dashboard
+
+    champion = champion_facts(usecase, settings, version)
+    reference = reference_sample(usecase, settings, champion)
+    model = model or registry.load_version(settings, usecase.training.registered_model, version)
+    current = current_rows(usecase, settings, day, model)
+    stamp = dt.datetime.combine(day, dt.time(23, 59), tzinfo=usecase.tz)
+    drift = drift_report.drift_report(reference, current, usecase, usecase.monitoring.tests, stamp)
+    labelled = drift_report.labelled(current, usecase)
+    quality = None
+    if len(labelled) >= usecase.monitoring.rule.min_labelled_rows:
+        quality = drift_report.quality_report(labelled, usecase, stamp)
+    figures = drift_report.summarize(drift.dict(), quality.dict() if quality else None)
+
+    folder = settings.reports_dir(usecase.name, day)
+    html, json_path = drift_report.save(drift, folder, DRIFT)
+    if quality is not None:
+        drift_report.save(quality, folder, QUALITY)
+    history = DriftHistory(settings.history_url)
+    try:
+        earlier = history.night(usecase.name, day)
+        runs = dashboard.record(
+            settings,
+            usecase,
+            day,
+            [drift, *([quality] if quality else [])],
+            replace=earlier.evidently_runs if earlier else [],
+        )
+        summary = NightSummary(
+            usecase=usecase.name,
+            day=day,
+            model_version=version,
+            reference_md5=champion.reference_md5,
+            rows=len(current),
+            dataset_drift=figures.dataset_drift,
+            drift_share=figures.drift_share,
+            drifted_columns=figures.drifted_columns,
+            roc_auc=figures.roc_auc,
+            log_loss=figures.log_loss,
+            champion_holdout_roc_auc=champion.holdout_roc_auc,
+            report_html=str(html),
+            report_json=str(json_path),
+            evidently_runs=runs,
+        )
+        storage.write_json(
+            {**summary.as_dict(), "column_scores": figures.column_scores},
+            folder / SUMMARY_FILE,
+        )
+        history.record(summary)
+    finally:
+        history.dispose()
+    log.info(
+        "%s %s: version %s, drift share %.2f, drifted %s, ROC AUC %s; report %s",
+        usecase.name,
+        day,
+        version,
+        figures.drift_share,
+        figures.drifted_columns,
+        "n/a" if figures.roc_auc is None else f"{figures.roc_auc:.4f}",
+        html,
+    )
+    return summary
+
+
+def rule_of(usecase: UseCase) -> DriftRule:
+    rule = usecase.monitoring.rule
+    return DriftRule(
+        drift_share_threshold=rule.drift_share,
+        nights_drifted=rule.nights_drifted,
+        nights_window=rule.nights_window,
+        quality_drop=rule.quality_drop,
+        cooldown_days=rule.cooldown_days,
+    )
+
+
+def validation_passed(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
+    """Whether the night's last ETL validation passed (a failed rerun leaves the old partition
+    in place, but no retraining may start from that night)."""
+    result = settings.validation_result_path(usecase.name, day)
+    if result.exists():
+        return json.loads(result.read_text()).get("success") is True
+    partition = settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE
+    return partition.exists()
+
+
+def night_recorded(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
+    """Whether the night's report is in the drift history (what the drift sensor waits for)."""
+    history = DriftHistory(settings.history_url)
+    try:
+        return history.night(usecase.name, day) is not None
+    finally:
+        history.dispose()
+
+
+def decide_night(
+    usecase: UseCase, settings: Settings, day: dt.date, last_training: dt.date | None = None
+) -> tuple[Verdict, NightSummary]:
+    """Judge the night by the rule and record the decision on its history row.
+
+    The cool-down counts from the later of the last night the rule fired and the end of the
+    champion's training window (a retraining by hand counts too).
+    """
+    rule = rule_of(usecase)
+    history = DriftHistory(settings.history_url)
+    try:
+        night = history.night(usecase.name, day)
+        if night is None:
+            raise MonitoringError(f"{usecase.name} {day}: no report recorded; run the report first")
+        if last_training is None:
+            last_training = _later(
+                history.last_fired(usecase.name, before=day),
+                champion_facts(usecase, settings, night.model_version).window_end,
+            )
+        nights = history.nights(usecase.name, day, rule.nights_window)
+        verdict = judge(rule, nights, day, last_training, validation_passed(usecase, settings, day))
+        history.decide(usecase.name, day, verdict.decision, verdict.reason)
+    finally:
+        history.dispose()
+    log.info("%s %s: %s (%s)", usecase.name, day, verdict.decision, verdict.reason)
+    return verdict, night
+
+
+def _later(*days: dt.date | None) -> dt.date | None:
+    known = [d for d in days if d is not None]
+    return max(known) if known else None
+
+
+def retraining_conf(usecase: UseCase, night: NightSummary, verdict: Verdict) -> dict[str, Any]:
+    """The conf of the `<usecase>_training` run the sensor starts: the newest window whose
+    holdout ends on the night (later days do not exist yet), and the evidence."""
+    holdout = usecase.training.holdout_days
+    return {
+        "window_end": (night.day - dt.timedelta(days=holdout)).isoformat(),
+        "window_days": usecase.training.window_days,
+        "reason": TRIGGER_REASON,
+        "evidence": {
+            "day": night.day.isoformat(),
+            "model_version": night.model_version,
+            "reference_md5": night.reference_md5,
+            "report": night.report_html,
+            "report_json": night.report_json,
+            "drift_share": night.drift_share,
+            "drifted_columns": night.drifted_columns,
+            "roc_auc": night.roc_auc,
+            "log_loss": night.log_loss,
+            "champion_holdout_roc_auc": night.champion_holdout_roc_auc,
+            "rule": verdict.reason,
+        },
+    }
