@@ -18,6 +18,7 @@ export GX_ANALYTICS_ENABLED := False
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 # A nightly run processes the New York day that ends at its logical date, so the run for
 # day D is the one at midnight (America/New_York) after D. The demo runs three nights through

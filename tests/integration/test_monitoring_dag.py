@@ -1,0 +1,217 @@
+"""flights_monitoring through real Airflow: scoring, Evidently reports, the deferrable
+DriftSensor and the retraining it triggers; then the monitoring core's edge cases in-process.
+
+One state folder for the module, in order: no champion yet, a January champion, a night that
+fires, a quiet night, then a promotion and the bad inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from driftline import etl, monitoring, registry, scoring, storage, training
+from driftline.config import load_usecase
+from driftline.history import DRIFT_HISTORY, FIRED, DriftHistory
+from tests.conftest import REPO, repo_settings, sqlite_url
+from tests.integration.conftest import airflow_env, run, run_date
+
+pytestmark = pytest.mark.integration
+
+# Monitoring configs that make the rule hold on any night (hair-trigger tests), or never.
+FIRING = {"rule": {"drift_share": 0.05, "nights_drifted": 1, "nights_window": 1,
+                   "cooldown_days": 0},
+          "tests": {"num_threshold": 0.01, "cat_threshold": 0.01}}
+QUIET = {"rule": {"drift_share": 1.0, "nights_drifted": 1, "nights_window": 1,
+                  "quality_drop": None, "cooldown_days": 0}}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, seeded_source) -> dict[str, str]:
+    """Airflow home + a curated store holding 1 January .. 14 February 2013."""
+    root = tmp_path_factory.mktemp("monitoring")
+    env = airflow_env(root, sqlite_url(seeded_source))
+    settings = repo_settings(Path(env["DRIFTLINE_HOME"]))
+    usecase = load_usecase("flights", settings)
+    day = dt.date(2013, 1, 1)
+    while day <= dt.date(2013, 2, 14):
+        etl.run_day(usecase, settings, day, sqlite_url(seeded_source))
+        day += dt.timedelta(days=1)
+    return env
+
+
+@pytest.fixture(scope="module")
+def state(env):
+    settings = repo_settings(Path(env["DRIFTLINE_HOME"]))
+    return settings, load_usecase("flights", settings)
+
+
+def with_rule(env: dict[str, str], override: dict) -> dict[str, str]:
+    """The environment with a use-case folder whose monitoring sections are overridden."""
+    name = "firing" if override is FIRING else "quiet"
+    folder = Path(env["DRIFTLINE_HOME"]).parent / f"usecases-{name}"
+    folder.mkdir(exist_ok=True)
+    config = yaml.safe_load((REPO / "usecases" / "flights.yaml").read_text())
+    for section, values in override.items():
+        config["monitoring"][section] = {**config["monitoring"][section], **values}
+    (folder / "flights.yaml").write_text(yaml.safe_dump(config))
+    return {**env, "DRIFTLINE_USECASES_DIR": str(folder)}
+
+
+def monitor(env: dict[str, str], day: dt.date):
+    done = run(env, "airflow", "dags", "test", "flights_monitoring", run_date(day))
+    return done, done.stdout + done.stderr
+
+
+def training_runs(env: dict[str, str]) -> dict[str, dict]:
+    database = Path(env["AIRFLOW_HOME"]) / "airflow.db"
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute(
+            "SELECT run_id, conf FROM dag_run WHERE dag_id = 'flights_training'").fetchall()
+    return {run_id: json.loads(conf) for run_id, conf in rows}
+
+
+def history_rows(settings, day: dt.date) -> int:
+    ledger = DriftHistory(settings.history_url)
+    try:
+        with ledger.engine.connect() as conn:
+            return conn.execute(
+                DRIFT_HISTORY.select().where(DRIFT_HISTORY.c.day == day)).all().__len__()
+    finally:
+        ledger.dispose()
+
+
+def test_without_a_champion_scoring_fails_with_a_clear_message(env, state):
+    done, output = monitor(env, dt.date(2013, 2, 3))
+    assert done.returncode != 0
+    assert "flights_delay has no champion yet: trigger flights_training" in output
+    assert "Traceback" not in output.split("flights_delay has no champion yet")[0][-300:]
+
+
+@pytest.fixture(scope="module")
+def champion(state) -> str:
+    settings, usecase = state
+    request = training.TrainingRequest.from_conf({"window_end": "2013-01-31"}, usecase)
+    return training.train(usecase, settings, request)["version"]
+
+
+def test_a_night_meeting_the_rule_triggers_training_with_the_evidence(env, state, champion):
+    settings, _ = state
+    night = dt.date(2013, 2, 10)
+    done, output = monitor(with_rule(env, FIRING), night)
+    assert done.returncode == 0, output[-5000:]
+    assert "[DAG TEST] running trigger in line" in output  # the sensor deferred to its trigger
+
+    runs = training_runs(env)
+    assert list(runs) == [f"drift__{night}"]
+    conf = runs[f"drift__{night}"]
+    assert conf["reason"] == "drift"
+    assert conf["window_end"] == "2013-02-03"  # its 7-day holdout ends on the night
+    evidence = conf["evidence"]
+    recorded = monitoring.DriftHistory(settings.history_url).night("flights", night)
+    assert recorded.decision == FIRED
+    assert evidence["day"] == "2013-02-10" and evidence["model_version"] == champion
+    assert evidence["drift_share"] == pytest.approx(recorded.drift_share)
+    assert evidence["drifted_columns"] == recorded.drifted_columns and recorded.drifted_columns
+    assert evidence["report"] == str(settings.reports_dir("flights", night) / "drift.html")
+    assert 0.5 < evidence["roc_auc"] < 0.9 and evidence["log_loss"] > 0
+    assert evidence["champion_holdout_roc_auc"] == pytest.approx(
+        registry.version_info(settings, load_usecase("flights", settings), champion)
+        ["metrics"]["roc_auc"])
+    training.TrainingRequest.from_conf(conf, load_usecase("flights", settings))  # accepted
+
+    # the same night again: its row and reports are replaced, no second training starts
+    done, output = monitor(with_rule(env, FIRING), night)
+    assert done.returncode == 0, output[-5000:]
+    assert list(training_runs(env)) == [f"drift__{night}"]
+    assert history_rows(settings, night) == 1
+
+
+def test_the_report_names_the_drifted_columns_and_the_workspace_has_one_point(state, champion):
+    settings, usecase = state
+    night = monitoring.DriftHistory(settings.history_url).night("flights", dt.date(2013, 2, 10))
+    html = Path(night.report_html).read_text()
+    for column in night.drifted_columns:
+        assert f'"{column}"' in html or f"&quot;{column}&quot;" in html, column
+    summary = json.loads((Path(night.report_html).parent / "summary.json").read_text())
+    assert summary["drifted_columns"] == night.drifted_columns
+    assert summary["model_version"] == champion
+
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace(str(settings.evidently_workspace))
+    project = workspace.search_project("flights drift")[0]
+    names = [workspace.get_run(project.id, s).name for s in workspace.list_runs(project.id)]
+    assert sorted(n for n in names if n.startswith("2013-02-10")) == [
+        "2013-02-10 drift", "2013-02-10 quality"]
+    assert len(night.evidently_runs) == 2
+
+
+def test_a_quiet_night_skips_the_trigger_and_stays_green(env, state, champion):
+    settings, _ = state
+    night = dt.date(2013, 2, 11)
+    done, output = monitor(with_rule(env, QUIET), night)
+    assert done.returncode == 0, output[-5000:]
+    assert "skipped: quiet" in output
+    assert list(training_runs(env)) == ["drift__2013-02-10"]  # nothing new
+    recorded = monitoring.DriftHistory(settings.history_url).night("flights", night)
+    assert recorded.decision == "skipped: quiet"
+    assert scoring.MODEL_VERSION in pd.read_parquet(settings.predictions_path("flights", night))
+
+
+def test_after_a_promotion_the_next_night_uses_the_new_champions_reference(state, champion):
+    settings, usecase = state
+    request = training.TrainingRequest.from_conf(
+        {"window_end": "2013-02-07", "force_promote": True, "reason": "test promotion"}, usecase)
+    promoted = training.train(usecase, settings, request)
+    assert promoted["promoted"] and promoted["version"] != champion
+    night = dt.date(2013, 2, 14)
+    scored = scoring.score_day(usecase, settings, night)
+    summary = monitoring.report_night(usecase, settings, night, scored.model_version)
+    tags = registry.version_info(settings, usecase, promoted["version"])["run_tags"]
+    old = registry.version_info(settings, usecase, champion)["run_tags"]
+    assert summary.model_version == promoted["version"]
+    assert summary.reference_md5 == tags[f"dvc_md5.{registry.REFERENCE_FILE}"]
+    assert summary.reference_md5 != old[f"dvc_md5.{registry.REFERENCE_FILE}"]
+    # a hair-trigger rule with a cool-down: it counts from the firing on 10 February, the
+    # later of that and the new champion's window end (7 February)
+    eager = usecase.monitoring.model_copy(update={"rule": usecase.monitoring.rule.model_copy(
+        update={"drift_share": 0.0001, "nights_drifted": 1, "nights_window": 1,
+                "cooldown_days": 14})})
+    verdict, _ = monitoring.decide_night(
+        usecase.model_copy(update={"monitoring": eager}), settings, night)
+    assert verdict.decision == "skipped: cool-down"
+    assert "the last retraining was on 2013-02-10" in verdict.reason
+
+
+def test_a_missing_partition_is_awaited_then_named(state, champion):
+    settings, usecase = state
+    night = dt.date(2013, 2, 20)  # never loaded
+    assert monitoring.partition_ready(usecase, settings, night) is False
+    with pytest.raises(scoring.MissingPartitionError, match="no curated partition for 2013-02-20"):
+        scoring.score_day(usecase, settings, night)
+    storage.write_json({"success": False}, settings.validation_result_path("flights", night))
+    with pytest.raises(monitoring.MonitoringError, match="ETL validation failed"):
+        monitoring.partition_ready(usecase, settings, night)
+
+
+def test_an_empty_day_is_refused_with_its_date(state, champion):
+    settings, usecase = state
+    night = dt.date(2013, 2, 21)
+    source = settings.partition_dir("flights", dt.date(2013, 2, 14)) / etl.PARTITION_FILE
+    target = settings.partition_dir("flights", night) / etl.PARTITION_FILE
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(source, target)
+    storage.write_parquet(pd.read_parquet(source).iloc[0:0], target)
+    scored = scoring.score_day(usecase, settings, night)
+    assert scored.rows == 0
+    with pytest.raises(monitoring.MonitoringError, match="2013-02-21: the curated partition has no"):
+        monitoring.report_night(usecase, settings, night, scored.model_version)
+    assert history_rows(settings, night) == 0

@@ -1,0 +1,121 @@
+"""The night's Evidently reports and the figures read from them (real Evidently, small data)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftline import drift_report
+from driftline.drift_report import ReportError, summarize
+
+STAMP = dt.datetime(2013, 7, 1, 23, 59)
+
+
+def frame(usecase, rows: int, seed: int, temp_shift: float = 0.0) -> pd.DataFrame:
+    """Rows of the monitored columns: the same distributions, except `temp` moved by a shift."""
+    rng = np.random.default_rng(seed)
+    data = {c: rng.choice(["a", "b", "c"], rows) for c in usecase.features.categorical}
+    data |= {c: rng.normal(50, 10, rows) for c in usecase.features.numerical}
+    data["temp"] = rng.normal(40 + temp_shift, 10, rows)
+    data["prediction"] = rng.uniform(0, 1, rows)
+    data[usecase.label.name] = (rng.uniform(0, 1, rows) < data["prediction"]).astype(float)
+    return pd.DataFrame(data)
+
+
+@pytest.fixture(scope="module")
+def reports(request):
+    from driftline.config import load_usecase
+    from tests.conftest import repo_settings
+
+    usecase = load_usecase("flights", repo_settings(request.config.cache.mkdir("home")))
+    reference = frame(usecase, 5000, seed=1)
+    current = frame(usecase, 3000, seed=2, temp_shift=25)
+    current.loc[:99, usecase.label.name] = np.nan  # cancelled flights: no label
+    tests = usecase.monitoring.tests
+    drift = drift_report.drift_report(reference, current, usecase, tests, STAMP).dict()
+    quality = drift_report.quality_report(
+        drift_report.labelled(current, usecase), usecase, STAMP
+    ).dict()
+    return usecase, current, drift, quality
+
+
+def test_the_shifted_column_is_named_and_the_others_are_not(reports):
+    usecase, _, drift, quality = reports
+    figures = summarize(drift, quality)
+    assert figures.drifted_columns == ["temp"]
+    judged = len(usecase.drift_columns)
+    assert figures.drift_share == pytest.approx(1 / judged)
+    assert set(figures.column_scores) == set(usecase.drift_columns)
+    assert figures.column_scores["temp"] > usecase.monitoring.tests.num_threshold
+    assert not figures.dataset_drift  # 1 of 23 columns is below the 0.5 share
+
+
+def test_quality_is_read_on_the_labelled_rows_and_matches_sklearn(reports):
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    usecase, current, drift, quality = reports
+    figures = summarize(drift, quality)
+    known = current.dropna(subset=[usecase.label.name])
+    assert figures.roc_auc == pytest.approx(
+        roc_auc_score(known[usecase.label.name], known["prediction"])
+    )
+    assert figures.log_loss == pytest.approx(log_loss(known[usecase.label.name], known["prediction"]))
+    assert summarize(drift, None).roc_auc is None
+
+
+def test_a_quality_figure_that_is_not_finite_is_unknown(reports):
+    _, _, drift, quality = reports
+    broken = {"metrics": [{**m, "value": math.nan} for m in quality["metrics"]]}
+    assert summarize(drift, broken).roc_auc is None
+
+
+def test_a_result_without_the_drift_count_is_refused(reports):
+    _, _, drift, _ = reports
+    without = {**drift, "metrics": [m for m in drift["metrics"]
+                                    if m["config"]["type"] != drift_report.DRIFTED_COUNT]}
+    with pytest.raises(ReportError, match="no DriftedColumnsCount"):
+        summarize(without, None)
+
+
+def test_a_result_whose_share_disagrees_with_its_tests_is_refused(reports):
+    _, _, drift, _ = reports
+    no_tests = {**drift, "tests": []}
+    with pytest.raises(ReportError, match="inconsistent"):
+        summarize(no_tests, None)
+
+
+def test_an_all_null_column_is_left_out_not_fatal(usecase):
+    reference, current = frame(usecase, 500, seed=3), frame(usecase, 200, seed=4)
+    current["wind_gust"] = np.nan  # a calm day
+    assert "wind_gust" not in drift_report.judged_columns(reference, current, usecase)
+    figures = summarize(
+        drift_report.drift_report(reference, current, usecase, usecase.monitoring.tests,
+                                  STAMP).dict(), None)
+    assert "wind_gust" not in figures.column_scores
+
+
+@pytest.mark.parametrize("side", ["reference", "current"])
+def test_empty_or_incomplete_data_is_named(usecase, side):
+    data = {"reference": frame(usecase, 300, seed=5), "current": frame(usecase, 300, seed=6)}
+    empty = {**data, side: data[side].iloc[0:0]}
+    with pytest.raises(ReportError, match=f"the {side} data is empty"):
+        drift_report.drift_report(empty["reference"], empty["current"], usecase,
+                                  usecase.monitoring.tests, STAMP)
+    partial = {**data, side: data[side].drop(columns=["dest"])}
+    with pytest.raises(ReportError, match=rf"the {side} data has no column\(s\) \['dest'\]"):
+        drift_report.drift_report(partial["reference"], partial["current"], usecase,
+                                  usecase.monitoring.tests, STAMP)
+
+
+def test_save_writes_html_and_json(reports, tmp_path):
+    usecase, current, _, _ = reports
+    snapshot = drift_report.drift_report(frame(usecase, 300, seed=7), current, usecase,
+                                         usecase.monitoring.tests, STAMP)
+    html, json_path = drift_report.save(snapshot, tmp_path / "2013-07-01", "drift")
+    assert html.stat().st_size > 10_000 and "temp" in html.read_text()
+    assert json_path.read_text().startswith("{")
+    assert sorted(p.name for p in html.parent.iterdir()) == ["drift.html", "drift.json"]
