@@ -26,6 +26,9 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 # in-process), then trains the first champion through Airflow.
 DEMO_DAYS := 2013-01-01 2013-01-02 2013-01-03
 DEMO_TRAINING := {"window_end": "2013-01-31", "window_days": 31, "reason": "make demo"}
+# Monitoring: 1..13 February in-process (the DAG's functions), then 14 February through
+# Airflow, where the drift sensor judges the rule and may trigger flights_training.
+DEMO_MONITOR_LAST := 2013-02-14
 
 .PHONY: help install demo test lint lock clean
 
@@ -50,11 +53,23 @@ demo: install ## Seed the source DB, run the ETL, train a champion through Airfl
 	  $(BIN)/airflow dags test flights_etl $$run_at > $(DRIFTLINE_HOME)/demo-$$day.log 2>&1 \
 	    || { tail -40 $(DRIFTLINE_HOME)/demo-$$day.log; exit 1; }; \
 	done
-	@echo "== driftline etl 2013-01-04 .. 2013-02-07 (backfill without Airflow)"
-	@$(BIN)/driftline etl --start 2013-01-04 --end 2013-02-07 | tail -1
+	@echo "== driftline etl 2013-01-04 .. $(DEMO_MONITOR_LAST) (backfill without Airflow)"
+	@$(BIN)/driftline etl --start 2013-01-04 --end $(DEMO_MONITOR_LAST) | tail -1
 	@echo '== flights_training $(DEMO_TRAINING)'
 	@$(BIN)/airflow dags test flights_training -c '$(DEMO_TRAINING)' \
 	  > $(DRIFTLINE_HOME)/demo-training.log 2>&1 || { tail -40 $(DRIFTLINE_HOME)/demo-training.log; exit 1; }
+	@echo "== driftline monitor 2013-02-01 .. 2013-02-13 (nightly monitoring without Airflow)"
+	@$(BIN)/driftline monitor --start 2013-02-01 --end 2013-02-13 | tail -3
+	@echo "== flights_monitoring for $(DEMO_MONITOR_LAST) (Airflow: score, report, DriftSensor, trigger)"
+	@run_at=$$($(BIN)/python -c "import pendulum,sys; print(pendulum.parse(sys.argv[1], tz='America/New_York').add(days=1).isoformat())" $(DEMO_MONITOR_LAST)); \
+	  $(BIN)/airflow dags test flights_monitoring $$run_at > $(DRIFTLINE_HOME)/demo-monitoring.log 2>&1 \
+	    || { tail -40 $(DRIFTLINE_HOME)/demo-monitoring.log; exit 1; }
+	@$(BIN)/driftline history --last 14
+	@echo "== drift sensor on $(DEMO_MONITOR_LAST): \
+	  $$(grep -q 'drift rule holds' $(DRIFTLINE_HOME)/demo-monitoring.log \
+	     && echo 'FIRED: flights_training run drift__$(DEMO_MONITOR_LAST) was triggered (airflow dags list-runs flights_training)' \
+	     || echo 'did not fire (see the decision above)')"
+	@echo "   reports: $(DRIFTLINE_HOME)/reports/flights/<day>/drift.html; Evidently UI: $(BIN)/evidently ui --workspace $(DRIFTLINE_HOME)/evidently"
 	$(BIN)/driftline status
 
 test: install ## Lint, then run the whole test suite (unit, DAG integrity, integration)

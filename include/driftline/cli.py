@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from driftline.config import ConfigError, Settings, UseCase, load_usecase
+from driftline.history import FIRED
 
 
 class _Context:
@@ -172,6 +173,7 @@ def status(ctx: _Context) -> None:
         click.echo(f"    {folder}: {_quarantine_summary(folder, loaded)}")
     if usecase.training is not None:
         _training_status(usecase, settings)
+        _monitoring_status(usecase, settings)
     airflow_home = os.environ.get("AIRFLOW_HOME")
     if airflow_home:
         click.echo(f"  airflow home       {airflow_home} (task logs in {airflow_home}/logs)")
@@ -414,6 +416,28 @@ def _training_status(usecase: UseCase, settings: Settings) -> None:
             f"holdout {metric} {info['metrics'].get(metric, float('nan')):.4f} "
             f"({info['tags'].get('gate.decision', 'not gated')})"
         )
+
+
+def _monitoring_status(usecase: UseCase, settings: Settings) -> None:
+    from driftline.etl import masked_url
+    from driftline.history import DriftHistory
+
+    ledger = DriftHistory(settings.history_url)
+    try:
+        nights = ledger.nights(usecase.name, dt.date.max, 10_000)
+    finally:
+        ledger.dispose()
+    reports = settings.reports_dir(usecase.name, dt.date.min).parent
+    if not nights:
+        click.echo("  monitoring         no night monitored yet")
+        return
+    fired = [str(n.day) for n in nights if n.decision == FIRED]
+    click.echo(
+        f"  drift history      {masked_url(settings.history_url)}: {len(nights)} nights "
+        f"({nights[0].day} .. {nights[-1].day}); fired on {', '.join(fired) or 'none'}"
+    )
+    click.echo(f"  drift reports      {reports}/<day>/drift.html (+ quality.html, summary.json)")
+    click.echo(f"  evidently          evidently ui --workspace {settings.evidently_workspace}")
 
 
 def run() -> None:

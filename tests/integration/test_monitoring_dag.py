@@ -212,6 +212,6 @@ def test_an_empty_day_is_refused_with_its_date(state, champion):
     storage.write_parquet(pd.read_parquet(source).iloc[0:0], target)
     scored = scoring.score_day(usecase, settings, night)
     assert scored.rows == 0
-    with pytest.raises(monitoring.MonitoringError, match="2013-02-21: the curated partition has no"):
+    with pytest.raises(monitoring.MonitoringError, match="2013-02-21: the curated partition has"):
         monitoring.report_night(usecase, settings, night, scored.model_version)
     assert history_rows(settings, night) == 0

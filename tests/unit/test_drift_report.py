@@ -63,7 +63,9 @@ def test_quality_is_read_on_the_labelled_rows_and_matches_sklearn(reports):
     assert figures.roc_auc == pytest.approx(
         roc_auc_score(known[usecase.label.name], known["prediction"])
     )
-    assert figures.log_loss == pytest.approx(log_loss(known[usecase.label.name], known["prediction"]))
+    assert figures.log_loss == pytest.approx(
+        log_loss(known[usecase.label.name], known["prediction"])
+    )
     assert summarize(drift, None).roc_auc is None
 
 
