@@ -1,8 +1,12 @@
-"""House rules shared by every driftline DAG: an owner, retries with back-off, a timeout."""
+"""House rules shared by every driftline DAG: an owner, retries with back-off, a timeout;
+and the nightly DAGs' shared calendar."""
 
 from __future__ import annotations
 
 import datetime as dt
+
+import pendulum
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 
 def default_args(execution_timeout: dt.timedelta) -> dict:
@@ -13,3 +17,14 @@ def default_args(execution_timeout: dt.timedelta) -> dict:
         "retry_exponential_backoff": True,
         "execution_timeout": execution_timeout,
     }
+
+
+def nightly(usecase) -> tuple[CronDataIntervalTimetable, pendulum.DateTime, pendulum.DateTime]:
+    """Schedule, start and end of a nightly DAG: one run per day of the use-case's time zone,
+    whose data interval is that day (a plain cron schedule would give empty intervals)."""
+
+    def midnight(day: dt.date | None):
+        return pendulum.datetime(day.year, day.month, day.day, tz=usecase.timezone) if day else None
+
+    timetable = CronDataIntervalTimetable("0 0 * * *", timezone=usecase.timezone)
+    return timetable, midnight(usecase.start_date), midnight(usecase.end_date)

@@ -10,13 +10,11 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pendulum
 from airflow.sdk import DAG, Asset, dag, task
 from airflow.sdk.exceptions import AirflowFailException
-from airflow.timetables.interval import CronDataIntervalTimetable
 
 from driftline.config import Settings, UseCase, list_usecases
-from driftline_defaults import default_args
+from driftline_defaults import default_args, nightly
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(minutes=30))
 
@@ -65,18 +63,11 @@ def curated_asset(usecase: UseCase, settings: Settings) -> Asset:
 
 def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
     curated = curated_asset(usecase, settings)
-    start = pendulum.datetime(
-        usecase.start_date.year,
-        usecase.start_date.month,
-        usecase.start_date.day,
-        tz=usecase.timezone,
-    )
-    last = usecase.end_date
-    end = pendulum.datetime(last.year, last.month, last.day, tz=usecase.timezone) if last else None
+    schedule, start, end = nightly(usecase)
 
     @dag(
         dag_id=f"{usecase.name}_etl",
-        schedule=CronDataIntervalTimetable("0 0 * * *", timezone=usecase.timezone),
+        schedule=schedule,
         start_date=start,
         end_date=end,
         catchup=True,

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, dag, task
 from airflow.sdk.exceptions import AirflowFailException
-from airflow.timetables.interval import CronDataIntervalTimetable
 
 from drift_sensor import DriftSensor
 from driftline.config import Settings, UseCase, list_usecases
-from driftline_defaults import default_args
+from driftline_defaults import default_args, nightly
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(minutes=30))
 
@@ -54,20 +52,13 @@ Each run covers the same **{tz}** day as the `{name}_etl` run of its date. It
 def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
     monitoring = usecase.monitoring
     rule = monitoring.rule
-    start = pendulum.datetime(
-        usecase.start_date.year,
-        usecase.start_date.month,
-        usecase.start_date.day,
-        tz=usecase.timezone,
-    )
-    last = usecase.end_date
-    end = pendulum.datetime(last.year, last.month, last.day, tz=usecase.timezone) if last else None
+    schedule, start, end = nightly(usecase)
     # the day a run covers, as in the ETL: its data interval, in the use-case's time zone
     day = "{{ data_interval_start.in_timezone('" + usecase.timezone + "').to_date_string() }}"
 
     @dag(
         dag_id=f"{usecase.name}_monitoring",
-        schedule=CronDataIntervalTimetable("0 0 * * *", timezone=usecase.timezone),
+        schedule=schedule,
         start_date=start,
         end_date=end,
         catchup=False,

@@ -37,7 +37,7 @@ def test_dag_files_exist():
 
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "flights_etl" in dagbag.dag_ids
+    assert {"flights_etl", "flights_training", "flights_monitoring"} <= set(dagbag.dag_ids)
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

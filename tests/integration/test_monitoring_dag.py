@@ -20,8 +20,8 @@ import yaml
 from driftline import etl, monitoring, registry, scoring, storage, training
 from driftline.config import load_usecase
 from driftline.history import DRIFT_HISTORY, FIRED, DriftHistory
-from tests.conftest import REPO, repo_settings, sqlite_url
-from tests.integration.conftest import airflow_env, run, run_date
+from tests.conftest import REPO, repo_settings
+from tests.integration.conftest import curated_env, run, run_date
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +36,7 @@ QUIET = {"rule": {"drift_share": 1.0, "nights_drifted": 1, "nights_window": 1,
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, seeded_source) -> dict[str, str]:
     """Airflow home + a curated store holding 1 January .. 14 February 2013."""
-    root = tmp_path_factory.mktemp("monitoring")
-    env = airflow_env(root, sqlite_url(seeded_source))
-    settings = repo_settings(Path(env["DRIFTLINE_HOME"]))
-    usecase = load_usecase("flights", settings)
-    day = dt.date(2013, 1, 1)
-    while day <= dt.date(2013, 2, 14):
-        etl.run_day(usecase, settings, day, sqlite_url(seeded_source))
-        day += dt.timedelta(days=1)
-    return env
+    return curated_env(tmp_path_factory.mktemp("monitoring"), seeded_source, dt.date(2013, 2, 14))
 
 
 @pytest.fixture(scope="module")

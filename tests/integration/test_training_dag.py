@@ -15,8 +15,8 @@ import pytest
 
 from driftline import etl, registry, training
 from driftline.config import load_usecase
-from tests.conftest import repo_settings, sqlite_url
-from tests.integration.conftest import airflow_env, run
+from tests.conftest import repo_settings
+from tests.integration.conftest import curated_env, run
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +26,7 @@ MODEL = "flights_delay"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, seeded_source) -> dict[str, str]:
     """Airflow home + a curated store holding 1 January .. 14 February 2013."""
-    root = tmp_path_factory.mktemp("training")
-    env = airflow_env(root, sqlite_url(seeded_source))
-    settings = repo_settings(Path(env["DRIFTLINE_HOME"]))
-    usecase = load_usecase("flights", settings)
-    day = dt.date(2013, 1, 1)
-    while day <= dt.date(2013, 2, 14):
-        etl.run_day(usecase, settings, day, sqlite_url(seeded_source))
-        day += dt.timedelta(days=1)
-    return env
+    return curated_env(tmp_path_factory.mktemp("training"), seeded_source, dt.date(2013, 2, 14))
 
 
 @pytest.fixture(scope="module")
