@@ -26,12 +26,27 @@ def frame(usecase, rows: int, seed: int, temp_shift: float = 0.0) -> pd.DataFram
     return pd.DataFrame(data)
 
 
+def every_feature(usecase):
+    """The use-case, monitoring every feature at Evidently's default 0.1 thresholds, so that
+    these tests do not move with the shipped monitoring defaults."""
+    tests = usecase.monitoring.tests.model_copy(update={"num_threshold": 0.1,
+                                                        "cat_threshold": 0.1})
+    monitoring = usecase.monitoring.model_copy(update={"columns": None, "tests": tests})
+    return usecase.model_copy(update={"monitoring": monitoring})
+
+
+@pytest.fixture
+def usecase(usecase):
+    return every_feature(usecase)
+
+
 @pytest.fixture(scope="module")
 def reports(request):
     from driftline.config import load_usecase
     from tests.conftest import repo_settings
 
-    usecase = load_usecase("flights", repo_settings(request.config.cache.mkdir("home")))
+    usecase = every_feature(
+        load_usecase("flights", repo_settings(request.config.cache.mkdir("home"))))
     reference = frame(usecase, 5000, seed=1)
     current = frame(usecase, 3000, seed=2, temp_shift=25)
     current.loc[:99, usecase.label.name] = np.nan  # cancelled flights: no label
@@ -93,6 +108,7 @@ def test_a_result_whose_share_disagrees_with_its_tests_is_refused(reports):
 def test_an_all_null_column_is_left_out_not_fatal(usecase):
     reference, current = frame(usecase, 500, seed=3), frame(usecase, 200, seed=4)
     current["wind_gust"] = np.nan  # a calm day
+    assert "wind_gust" in usecase.drift_columns
     assert "wind_gust" not in drift_report.judged_columns(reference, current, usecase)
     figures = summarize(
         drift_report.drift_report(reference, current, usecase, usecase.monitoring.tests,
