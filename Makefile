@@ -29,6 +29,8 @@ DEMO_TRAINING := {"window_end": "2013-01-31", "window_days": 31, "reason": "make
 # Monitoring: 1..13 February in-process (the DAG's functions), then 14 February through
 # Airflow, where the drift sensor judges the rule and may trigger flights_training.
 DEMO_MONITOR_LAST := 2013-02-14
+# The logical date of the nightly run that processes a day: midnight (New York) after it.
+RUN_AT = $(BIN)/python -c "import pendulum,sys; print(pendulum.parse(sys.argv[1], tz='America/New_York').add(days=1).isoformat())"
 
 .PHONY: help install demo test lint lock clean
 
@@ -48,7 +50,7 @@ demo: install ## Seed the source DB, run the ETL, train a champion through Airfl
 	$(BIN)/driftline seed
 	$(BIN)/airflow db migrate > $(DRIFTLINE_HOME)/airflow-migrate.log 2>&1
 	@for day in $(DEMO_DAYS); do \
-	  run_at=$$($(BIN)/python -c "import pendulum,sys; print(pendulum.parse(sys.argv[1], tz='America/New_York').add(days=1).isoformat())" $$day); \
+	  run_at=$$($(RUN_AT) $$day); \
 	  echo "== flights_etl for $$day (logical date $$run_at)"; \
 	  $(BIN)/airflow dags test flights_etl $$run_at > $(DRIFTLINE_HOME)/demo-$$day.log 2>&1 \
 	    || { tail -40 $(DRIFTLINE_HOME)/demo-$$day.log; exit 1; }; \
@@ -61,7 +63,7 @@ demo: install ## Seed the source DB, run the ETL, train a champion through Airfl
 	@echo "== driftline monitor 2013-02-01 .. 2013-02-13 (nightly monitoring without Airflow)"
 	@$(BIN)/driftline monitor --start 2013-02-01 --end 2013-02-13 | tail -3
 	@echo "== flights_monitoring for $(DEMO_MONITOR_LAST) (Airflow: score, report, DriftSensor, trigger)"
-	@run_at=$$($(BIN)/python -c "import pendulum,sys; print(pendulum.parse(sys.argv[1], tz='America/New_York').add(days=1).isoformat())" $(DEMO_MONITOR_LAST)); \
+	@run_at=$$($(RUN_AT) $(DEMO_MONITOR_LAST)); \
 	  $(BIN)/airflow dags test flights_monitoring $$run_at > $(DRIFTLINE_HOME)/demo-monitoring.log 2>&1 \
 	    || { tail -40 $(DRIFTLINE_HOME)/demo-monitoring.log; exit 1; }
 	@$(BIN)/driftline history --last 14

@@ -52,11 +52,9 @@ class DriftReportTrigger(BaseTrigger):
 
 def _recorded(usecase_name: str, day: str) -> bool:
     from driftline import monitoring
-    from driftline.config import Settings, load_usecase
+    from driftline.config import Settings
 
-    settings = Settings.from_env()
-    usecase = load_usecase(usecase_name, settings)
-    return monitoring.night_recorded(usecase, settings, dt.date.fromisoformat(day))
+    return monitoring.night_recorded(Settings.from_env(), usecase_name, dt.date.fromisoformat(day))
 
 
 class DriftSensor(BaseSensorOperator):

@@ -225,8 +225,8 @@ class DriftTestConfig(_Strict):
     dataset_drift_share: float = Field(0.5, gt=0, le=1)
 
 
-class DriftRuleConfig(_Strict):
-    """When the drift sensor starts a retraining (driftline.drift_rule)."""
+class DriftRule(_Strict):
+    """When the drift sensor starts a retraining (judged by driftline.drift_rule.judge)."""
 
     drift_share: float = Field(0.5, gt=0, le=1)
     nights_drifted: int = Field(3, ge=1)  # k ...
@@ -237,10 +237,11 @@ class DriftRuleConfig(_Strict):
     cooldown_days: int = Field(14, ge=0)
 
     @model_validator(mode="after")
-    def _k_of_n(self) -> DriftRuleConfig:
+    def _k_of_n(self) -> DriftRule:
         if self.nights_drifted > self.nights_window:
             raise ValueError(
-                f"nights_drifted ({self.nights_drifted}) > nights_window ({self.nights_window})"
+                f"need k <= n: nights_drifted ({self.nights_drifted}) > nights_window "
+                f"({self.nights_window})"
             )
         return self
 
@@ -254,7 +255,7 @@ class MonitoringConfig(_Strict):
     columns: list[str] | None = None
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     tests: DriftTestConfig = Field(default_factory=DriftTestConfig)
-    rule: DriftRuleConfig = Field(default_factory=DriftRuleConfig)
+    rule: DriftRule = Field(default_factory=DriftRule)
 
 
 class UseCase(_Strict):

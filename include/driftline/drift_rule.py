@@ -10,24 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from driftline.config import DriftRule
 from driftline.history import FIRED, NightSummary
 
 QUIET = "skipped: quiet"
 COOL_DOWN = "skipped: cool-down"
 NO_VALID_DATA = "skipped: validation failed"
-
-
-@dataclass(frozen=True)
-class DriftRule:
-    drift_share_threshold: float
-    nights_drifted: int  # k
-    nights_window: int  # n
-    quality_drop: float | None  # ROC AUC below the champion's holdout by more than this
-    cooldown_days: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.nights_drifted <= self.nights_window:
-            raise ValueError(f"need 1 <= k ({self.nights_drifted}) <= n ({self.nights_window})")
 
 
 @dataclass(frozen=True)
@@ -51,12 +39,12 @@ def judge(
     if not validation_passed:
         return Verdict(NO_VALID_DATA, f"the ETL validation of {day} failed: no retraining")
     recent = [n for n in nights if (day - n.day).days < rule.nights_window]
-    drifted = [n for n in recent if n.drift_share >= rule.drift_share_threshold]
+    drifted = [n for n in recent if n.drift_share >= rule.drift_share]
     today = next((n for n in recent if n.day == day), None)
     reasons = []
     if len(drifted) >= rule.nights_drifted:
         reasons.append(
-            f"drift share >= {rule.drift_share_threshold} on {len(drifted)} of the last "
+            f"drift share >= {rule.drift_share} on {len(drifted)} of the last "
             f"{rule.nights_window} nights ({', '.join(str(n.day) for n in drifted)})"
         )
     if (
@@ -76,7 +64,7 @@ def judge(
             QUIET,
             f"drift share {share} tonight; {len(drifted)} of the last "
             f"{rule.nights_window} nights at or above "
-            f"{rule.drift_share_threshold} (need {rule.nights_drifted})",
+            f"{rule.drift_share} (need {rule.nights_drifted})",
         )
     if last_training is not None and (day - last_training).days < rule.cooldown_days:
         return Verdict(

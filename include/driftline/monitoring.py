@@ -20,9 +20,9 @@ import pandas as pd
 
 from driftline import drift_report, etl, registry, storage
 from driftline.config import PREDICTION, Settings, UseCase
-from driftline.drift_rule import DriftRule, Verdict, judge
+from driftline.drift_rule import Verdict, judge
 from driftline.history import DriftHistory, NightSummary
-from driftline.scoring import MissingPartitionError
+from driftline.scoring import require_partition
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,13 @@ def champion_facts(usecase: UseCase, settings: Settings, version: str) -> Champi
             f"{usecase.training.registered_model} version {version} has no drift reference "
             f"(tag dvc_md5.{registry.REFERENCE_FILE}): retrain it with this driftline"
         )
-    window = info["run_tags"].get("window", "")
+    window_end = info["params"].get("window_end")  # logged from the version's DVC params
     return ChampionFacts(
         version=version,
         run_id=info["run_id"],
         reference_md5=reference_md5,
         holdout_roc_auc=info["metrics"].get("roc_auc"),
-        window_end=dt.date.fromisoformat(window.split("..")[1]) if ".." in window else None,
+        window_end=dt.date.fromisoformat(window_end) if window_end else None,
     )
 
 
@@ -97,13 +97,22 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _partition_exists(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
+    return (settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE).exists()
+
+
+def _validation_success(usecase: UseCase, settings: Settings, day: dt.date) -> bool | None:
+    """The verdict of the night's last ETL validation (None: no result recorded)."""
+    result = settings.validation_result_path(usecase.name, day)
+    return json.loads(result.read_text()).get("success") is True if result.exists() else None
+
+
 def partition_ready(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
     """Whether the night's curated partition is there to score; a night whose only ETL run
     failed validation will not get one, which is an error, not a reason to wait."""
-    if (settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE).exists():
+    if _partition_exists(usecase, settings, day):
         return True
-    result = settings.validation_result_path(usecase.name, day)
-    if result.exists() and json.loads(result.read_text()).get("success") is False:
+    if _validation_success(usecase, settings, day) is False:
         raise MonitoringError(
             f"{usecase.name} {day}: the ETL validation failed and nothing was loaded (see "
             f"{settings.quarantine_dir(usecase.name, day)}); fix the source, rerun "
@@ -115,16 +124,12 @@ def partition_ready(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
 def current_rows(usecase: UseCase, settings: Settings, day: dt.date, model) -> pd.DataFrame:
     """The report's current data: the night (and the days before it, per the config),
     scored by the model that scored the night."""
-    partition = settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE
-    if not partition.exists():
-        raise MissingPartitionError(
-            f"no curated partition for {day} ({partition}): run {usecase.name}_etl for it"
-        )
-    first = day - dt.timedelta(days=usecase.monitoring.current_days - 1)
-    rows = etl.read_curated(usecase, settings, first, day)
-    night = pd.read_parquet(partition, columns=[usecase.key])
+    night = pd.read_parquet(require_partition(usecase, settings, day))
     if night.empty:
         raise MonitoringError(f"{usecase.name} {day}: the curated partition has no rows to judge")
+    first = day - dt.timedelta(days=usecase.monitoring.current_days - 1)
+    earlier = etl.read_curated(usecase, settings, first, day - dt.timedelta(days=1))
+    rows = pd.concat([earlier, night], ignore_index=True) if len(earlier) else night
     return rows.assign(**{PREDICTION: model.predict(rows[usecase.features.all]).to_numpy()})
 
 
@@ -200,55 +205,41 @@ def report_night(
     return summary
 
 
-def rule_of(usecase: UseCase) -> DriftRule:
-    rule = usecase.monitoring.rule
-    return DriftRule(
-        drift_share_threshold=rule.drift_share,
-        nights_drifted=rule.nights_drifted,
-        nights_window=rule.nights_window,
-        quality_drop=rule.quality_drop,
-        cooldown_days=rule.cooldown_days,
-    )
-
-
 def validation_passed(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
     """Whether the night's last ETL validation passed (a failed rerun leaves the old partition
     in place, but no retraining may start from that night)."""
-    result = settings.validation_result_path(usecase.name, day)
-    if result.exists():
-        return json.loads(result.read_text()).get("success") is True
-    partition = settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE
-    return partition.exists()
+    success = _validation_success(usecase, settings, day)
+    return _partition_exists(usecase, settings, day) if success is None else success
 
 
-def night_recorded(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
-    """Whether the night's report is in the drift history (what the drift sensor waits for)."""
+def night_recorded(settings: Settings, usecase_name: str, day: dt.date) -> bool:
+    """Whether the night's report is in the drift history (what the drift sensor waits for;
+    the trigger polls it, so it reads no use-case config)."""
     history = DriftHistory(settings.history_url)
     try:
-        return history.night(usecase.name, day) is not None
+        return history.night(usecase_name, day) is not None
     finally:
         history.dispose()
 
 
 def decide_night(
-    usecase: UseCase, settings: Settings, day: dt.date, last_training: dt.date | None = None
+    usecase: UseCase, settings: Settings, day: dt.date
 ) -> tuple[Verdict, NightSummary]:
     """Judge the night by the rule and record the decision on its history row.
 
     The cool-down counts from the later of the last night the rule fired and the end of the
     champion's training window (a retraining by hand counts too).
     """
-    rule = rule_of(usecase)
+    rule = usecase.monitoring.rule
     history = DriftHistory(settings.history_url)
     try:
         night = history.night(usecase.name, day)
         if night is None:
             raise MonitoringError(f"{usecase.name} {day}: no report recorded; run the report first")
-        if last_training is None:
-            last_training = _later(
-                history.last_fired(usecase.name, before=day),
-                champion_facts(usecase, settings, night.model_version).window_end,
-            )
+        last_training = _later(
+            history.last_fired(usecase.name, before=day),
+            champion_facts(usecase, settings, night.model_version).window_end,
+        )
         nights = history.nights(usecase.name, day, rule.nights_window)
         verdict = judge(rule, nights, day, last_training, validation_passed(usecase, settings, day))
         history.decide(usecase.name, day, verdict.decision, verdict.reason)

@@ -60,6 +60,16 @@ def champion_version(usecase: UseCase, settings: Settings) -> str:
     return version
 
 
+def require_partition(usecase: UseCase, settings: Settings, day: dt.date) -> Path:
+    """The night's curated partition, or a MissingPartitionError saying which ETL run to do."""
+    partition = settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE
+    if not partition.exists():
+        raise MissingPartitionError(
+            f"no curated partition for {day} ({partition}): run {usecase.name}_etl for it"
+        )
+    return partition
+
+
 def score_day(
     usecase: UseCase, settings: Settings, day: dt.date, loaded: tuple[str, object] | None = None
 ) -> ScoredDay:
@@ -68,12 +78,7 @@ def score_day(
     `loaded`: (version, model) already in memory, used if that version is still the champion.
     """
     version = champion_version(usecase, settings)
-    partition = settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE
-    if not partition.exists():
-        raise MissingPartitionError(
-            f"no curated partition for {day} ({partition}): run {usecase.name}_etl for it"
-        )
-    rows = pd.read_parquet(partition)
+    rows = pd.read_parquet(require_partition(usecase, settings, day))
     name = usecase.training.registered_model
     try:
         if loaded is not None and loaded[0] == version:

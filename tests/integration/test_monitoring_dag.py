@@ -74,8 +74,8 @@ def history_rows(settings, day: dt.date) -> int:
     ledger = DriftHistory(settings.history_url)
     try:
         with ledger.engine.connect() as conn:
-            return conn.execute(
-                DRIFT_HISTORY.select().where(DRIFT_HISTORY.c.day == day)).all().__len__()
+            return len(conn.execute(
+                DRIFT_HISTORY.select().where(DRIFT_HISTORY.c.day == day)).all())
     finally:
         ledger.dispose()
 

@@ -9,7 +9,7 @@ import pytest
 from driftline.drift_rule import COOL_DOWN, NO_VALID_DATA, QUIET, DriftRule, judge
 from driftline.history import FIRED, NightSummary
 
-RULE = DriftRule(drift_share_threshold=0.5, nights_drifted=2, nights_window=3,
+RULE = DriftRule(drift_share=0.5, nights_drifted=2, nights_window=3,
                  quality_drop=0.05, cooldown_days=14)
 DAY = dt.date(2013, 7, 10)
 
@@ -60,4 +60,5 @@ def test_no_retraining_on_a_night_whose_validation_failed():
 
 def test_k_must_fit_in_n():
     with pytest.raises(ValueError, match="k"):
-        DriftRule(0.5, nights_drifted=4, nights_window=3, quality_drop=None, cooldown_days=0)
+        DriftRule(drift_share=0.5, nights_drifted=4, nights_window=3, quality_drop=None,
+                  cooldown_days=0)
