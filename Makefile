@@ -32,7 +32,7 @@ DEMO_MONITOR_LAST := 2013-02-14
 # The logical date of the nightly run that processes a day: midnight (New York) after it.
 RUN_AT = $(BIN)/python -c "import pendulum,sys; print(pendulum.parse(sys.argv[1], tz='America/New_York').add(days=1).isoformat())"
 
-.PHONY: help install demo test lint lock clean
+.PHONY: help install chromium demo up down test ui-test lint lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -45,6 +45,11 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv with the pinned set (requirements.txt + constraints.txt)
+
+# The browser test drives Debian's Chromium (Playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
+chromium: ## Install Debian's chromium for the browser test (needs root or an existing install)
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: install ## Seed the source DB, run the ETL, train a champion through Airflow, show the outputs
 	$(BIN)/driftline seed
@@ -74,9 +79,18 @@ demo: install ## Seed the source DB, run the ETL, train a champion through Airfl
 	@echo "   reports: $(DRIFTLINE_HOME)/reports/flights/<day>/drift.html; Evidently UI: $(BIN)/evidently ui --workspace $(DRIFTLINE_HOME)/evidently"
 	$(BIN)/driftline status
 
-test: install ## Lint, then run the whole test suite (unit, DAG integrity, integration)
+up: install ## Start Airflow (api-server, scheduler, dag-processor, triggerer), MLflow UI, Evidently UI
+	$(BIN)/driftline stack up
+
+down: install ## Stop exactly the processes `make up` started
+	$(BIN)/driftline stack down
+
+test: install chromium ## Lint, then the whole test suite (unit, DAG integrity, integration, stack)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+ui-test: install chromium ## The browser test against the stack `make up` started (screenshots -> docs/)
+	DRIFTLINE_STACK_HOME=$(DRIFTLINE_HOME) $(BIN)/pytest -p no:cacheprovider tests/integration/test_operator_stack.py -k browser
 
 lint: install ## ruff (with the Airflow 3 AIR rules)
 	$(BIN)/ruff check .

@@ -28,3 +28,8 @@ def nightly(usecase) -> tuple[CronDataIntervalTimetable, pendulum.DateTime, pend
 
     timetable = CronDataIntervalTimetable("0 0 * * *", timezone=usecase.timezone)
     return timetable, midnight(usecase.start_date), midnight(usecase.end_date)
+
+
+def with_links(task_output, *extra_links) -> None:
+    """Give a TaskFlow task the plugin's extra links (its buttons in the task's UI view)."""
+    task_output.operator.operator_extra_links = tuple(extra_links)

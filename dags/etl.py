@@ -14,7 +14,8 @@ from airflow.sdk import DAG, Asset, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from driftline.config import Settings, UseCase, list_usecases
-from driftline_defaults import default_args, nightly
+from driftline_defaults import default_args, nightly, with_links
+from driftline_ui import DataDocsLink
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(minutes=30))
 
@@ -115,7 +116,9 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
             outlet_events[curated].extra = loaded
             return loaded
 
-        load_partition(validate_batch(build_batch(extract_batch())))
+        validated = validate_batch(build_batch(extract_batch()))
+        with_links(validated, DataDocsLink(usecase=usecase.name, timezone=usecase.timezone))
+        load_partition(validated)
 
     return pipeline()
 

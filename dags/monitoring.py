@@ -15,7 +15,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from drift_sensor import DriftSensor
 from driftline.config import Settings, UseCase, list_usecases
-from driftline_defaults import default_args, nightly
+from driftline_defaults import default_args, nightly, with_links
+from driftline_ui import DriftReportLink, QualityReportLink
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(minutes=30))
 
@@ -133,7 +134,13 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
         )
         scored = score_day(day)
         wait_for_partition(day) >> scored
-        report_drift(scored) >> drift_sensor >> trigger_retraining
+        reported = report_drift(scored)
+        with_links(
+            reported,
+            DriftReportLink(usecase=usecase.name, timezone=usecase.timezone),
+            QualityReportLink(usecase=usecase.name, timezone=usecase.timezone),
+        )
+        reported >> drift_sensor >> trigger_retraining
 
     return pipeline()
 

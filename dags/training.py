@@ -19,7 +19,8 @@ from driftline.config import (
     UseCase,
     list_usecases,
 )
-from driftline_defaults import default_args
+from driftline_defaults import default_args, with_links
+from driftline_ui import MlflowRunLink, ModelVersionLink
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(hours=1))
 
@@ -172,7 +173,9 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
 
         request = check_request()
         pipeline_result = run_dvc_pipeline(request, snapshot_window(request))
-        gate_challenger(request, register_model(request, pipeline_result))
+        registered = register_model(request, pipeline_result)
+        with_links(registered, MlflowRunLink(), ModelVersionLink())
+        gate_challenger(request, registered)
 
     return pipeline()
 

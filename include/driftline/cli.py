@@ -369,6 +369,37 @@ def rollback(ctx: _Context, reason: str) -> None:
     )
 
 
+@main.group()
+def stack() -> None:
+    """The operator's stack on this machine: Airflow, the MLflow UI, the Evidently UI."""
+
+
+@stack.command("up")
+@click.option(
+    "--production",
+    is_flag=True,
+    help="CeleryExecutor, metadata DB, broker and MLflow store from the environment.",
+)
+@click.option("--timeout", default=240, show_default=True, help="Seconds to wait for health.")
+@pass_context
+def stack_up(ctx: _Context, production: bool, timeout: int) -> None:
+    """Start every service, wait until healthy, print the URLs and the generated logins."""
+    from driftline import stack as operator_stack
+
+    state = operator_stack.up(ctx.settings, production=production, timeout=timeout)
+    click.echo(operator_stack.describe(state))
+
+
+@stack.command("down")
+@pass_context
+def stack_down(ctx: _Context) -> None:
+    """Stop exactly the processes `stack up` started (and their children)."""
+    from driftline import stack as operator_stack
+
+    stopped = operator_stack.down(ctx.settings)
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running")
+
+
 def _quarantine_summary(folder: Path, loaded: dict[dt.date, Path]) -> str:
     import json
 

@@ -59,6 +59,12 @@ def write_json(data: Any, target: Path) -> Path:
     return target
 
 
+def write_text(text: str, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return target
+
+
 def write_parquet(
     frame: pd.DataFrame, target: Path, metadata: dict[str, Any] | None = None
 ) -> Path:

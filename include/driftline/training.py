@@ -298,7 +298,12 @@ def register(
         params = {**pipeline_params(usecase, request)["run"], **_train_params(ws)}
         version = registry.log_model_version(settings, usecase, run_id, ws.root, params, tags)
         ws.tag(f"{usecase.training.registered_model}-v{version}", pipeline["commit"])
-    return {"version": version, "run_id": run_id}
+    return {
+        "version": version,
+        "run_id": run_id,
+        "experiment_id": registry.experiment_id(settings, usecase),
+        "model": usecase.training.registered_model,
+    }
 
 
 def _train_params(ws: Workspace) -> dict:

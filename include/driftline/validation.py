@@ -118,7 +118,9 @@ def gate_batch(
         **outcome.summary(),
         "result": outcome.result,
     }
-    storage.write_json(record, settings.validation_result_path(usecase.name, day))
+    result_path = settings.validation_result_path(usecase.name, day)
+    storage.write_json(record, result_path)
+    storage.write_text(data_docs_page(outcome.result), data_docs_path(result_path))
     if outcome.success:
         log.info(
             "%s %s: %d rows passed %d expectations",
@@ -130,6 +132,30 @@ def gate_batch(
         return outcome
     quarantine = quarantine_batch(batch, record, usecase, settings, day)
     raise BatchValidationError(usecase.name, day, outcome, quarantine)
+
+
+def data_docs_path(result_path: Path) -> Path:
+    """The Data Docs page of a validation result: beside its JSON, same name."""
+    return result_path.with_suffix(".html")
+
+
+def data_docs_page(result: dict[str, Any]) -> str:
+    """The Great Expectations Data Docs page of one validation result, as HTML.
+
+    The same renderer and template a GX Data Docs site uses for its validation pages, without
+    a file-backed context: the result JSON stays the record, the page is derived from it.
+    """
+    _import_gx()
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResultSchema,
+    )
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    # as stored on disk: plain JSON values (GX's renderer rejects numpy scalars)
+    plain = json.loads(json.dumps(result, default=str))
+    loaded = ExpectationSuiteValidationResultSchema().load(plain)
+    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(loaded))
 
 
 def quarantine_batch(

@@ -1,0 +1,530 @@
+"""The operator's stack on one machine: Airflow's four processes, the MLflow UI, the Evidently UI.
+
+`make up` / `make down` call `up` and `down` here. Each service runs in a process group of
+its own and carries a stack id in its environment, so `down` stops exactly what `up` started
+(and their children), nothing else. Credentials are generated on the first `up`, kept in
+`$DRIFTLINE_HOME/stack/` (mode 0600) and reused; login is required by Airflow and MLflow.
+
+Two profiles, one code path: the embedded default (LocalExecutor, SQLite, local files) and
+`production` (metadata DB, Celery broker and MLflow store taken from the environment, a
+Celery worker, tasks logging to the MLflow server), as docker-compose.yaml runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from driftline.config import Settings, project_root
+
+STACK_ID_ENV = "DRIFTLINE_STACK_ID"
+MLFLOW_UI_ENV = "DRIFTLINE_MLFLOW_UI_URL"
+EVIDENTLY_UI_ENV = "DRIFTLINE_EVIDENTLY_UI_URL"
+ADMIN = "admin"
+HOST = "127.0.0.1"
+
+
+class StackError(RuntimeError):
+    """The stack could not be started (or stopped); the message says which service and why."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    airflow: int = 8080
+    mlflow: int = 5000
+    evidently: int = 8000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Ports:
+        return cls(
+            airflow=int(env.get("DRIFTLINE_AIRFLOW_PORT", cls.airflow)),
+            mlflow=int(env.get("DRIFTLINE_MLFLOW_PORT", cls.mlflow)),
+            evidently=int(env.get("DRIFTLINE_EVIDENTLY_PORT", cls.evidently)),
+        )
+
+
+@dataclass(frozen=True)
+class Production:
+    """Where the production profile keeps its state: all read from the environment."""
+
+    metadata_db: str  # AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+    broker_url: str  # AIRFLOW__CELERY__BROKER_URL
+    result_backend: str  # AIRFLOW__CELERY__RESULT_BACKEND
+    mlflow_backend: str  # DRIFTLINE_MLFLOW_BACKEND_STORE_URI
+    mlflow_artifacts: str  # DRIFTLINE_MLFLOW_ARTIFACTS_DESTINATION (default: under the home)
+
+    REQUIRED = {
+        "metadata_db": "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "broker_url": "AIRFLOW__CELERY__BROKER_URL",
+        "mlflow_backend": "DRIFTLINE_MLFLOW_BACKEND_STORE_URI",
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], home: Path) -> Production:
+        missing = [name for name in cls.REQUIRED.values() if not env.get(name)]
+        if missing:
+            raise StackError(f"the production profile needs {', '.join(missing)} to be set")
+        metadata_db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        return cls(
+            metadata_db=metadata_db,
+            broker_url=env["AIRFLOW__CELERY__BROKER_URL"],
+            result_backend=env.get("AIRFLOW__CELERY__RESULT_BACKEND")
+            or "db+" + metadata_db.replace("+psycopg2", ""),
+            mlflow_backend=env["DRIFTLINE_MLFLOW_BACKEND_STORE_URI"],
+            mlflow_artifacts=env.get("DRIFTLINE_MLFLOW_ARTIFACTS_DESTINATION")
+            or str(home / "mlflow" / "served-artifacts"),
+        )
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: list[str]
+    health_url: str | None = None  # polled until it answers 2xx/3xx/401
+
+
+@dataclass
+class StackState:
+    """What `up` started: written to stack/state.json, read by `down` and by tests."""
+
+    stack_id: str
+    profile: str
+    home: str
+    urls: dict[str, str]
+    login: dict[str, dict[str, str]]
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        _write_private(path, json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> StackState:
+        return cls(**json.loads(path.read_text()))
+
+
+def stack_dir(settings: Settings) -> Path:
+    return settings.home / "stack"
+
+
+def state_path(settings: Settings) -> Path:
+    return stack_dir(settings) / "state.json"
+
+
+def credentials(settings: Settings) -> dict[str, str]:
+    """The stack's secrets: generated once, then reused (a restart keeps sessions valid)."""
+    from cryptography.fernet import Fernet
+
+    path = stack_dir(settings) / "secrets.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    makers = {
+        "airflow_password": lambda: secrets.token_urlsafe(16),
+        "mlflow_password": lambda: secrets.token_urlsafe(16),
+        "jwt_secret": lambda: secrets.token_urlsafe(64),
+        "api_secret_key": lambda: secrets.token_urlsafe(32),
+        "mlflow_secret_key": lambda: secrets.token_urlsafe(32),
+        "fernet_key": lambda: Fernet.generate_key().decode(),
+    }
+    if set(makers) - set(kept):
+        kept = {name: kept.get(name) or make() for name, make in makers.items()}
+        _write_private(path, json.dumps(kept, indent=2))
+    return kept
+
+
+def environment(
+    settings: Settings,
+    ports: Ports,
+    secret: Mapping[str, str],
+    stack_id: str,
+    production: Production | None,
+    base: Mapping[str, str],
+) -> dict[str, str]:
+    """The environment every service of the stack shares (Airflow's config is all here)."""
+    root = project_root()
+    stack = stack_dir(settings)
+    airflow_url = f"http://{HOST}:{ports.airflow}"
+    mlflow_url = f"http://{HOST}:{ports.mlflow}"
+    env = dict(base)
+    env.update(
+        {
+            STACK_ID_ENV: stack_id,
+            "DRIFTLINE_HOME": str(settings.home),
+            "AIRFLOW_HOME": env.get("AIRFLOW_HOME") or str(settings.home / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__FERNET_KEY": secret["fernet_key"],
+            "AIRFLOW__API__BASE_URL": airflow_url,
+            "AIRFLOW__API__PORT": str(ports.airflow),
+            "AIRFLOW__API__HOST": HOST,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secret["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": secret["api_secret_key"],
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                stack / "airflow-passwords.json"
+            ),
+            "MLFLOW_AUTH_CONFIG_PATH": str(stack / "mlflow-auth.ini"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secret["mlflow_secret_key"],
+            MLFLOW_UI_ENV: mlflow_url,
+            EVIDENTLY_UI_ENV: f"http://{HOST}:{ports.evidently}",
+            "GX_ANALYTICS_ENABLED": "False",
+            "DO_NOT_TRACK": "1",
+            "DVC_NO_ANALYTICS": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
+    )
+    if production is None:
+        env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+    else:
+        env.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": production.metadata_db,
+                "AIRFLOW__CELERY__BROKER_URL": production.broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": production.result_backend,
+                # tasks log through the tracking server, as the compose stack's workers do
+                "MLFLOW_TRACKING_URI": mlflow_url,
+                "MLFLOW_TRACKING_USERNAME": ADMIN,
+                "MLFLOW_TRACKING_PASSWORD": secret["mlflow_password"],
+            }
+        )
+    return env
+
+
+def services(settings: Settings, ports: Ports, production: Production | None) -> list[Service]:
+    bin_dir = Path(sys.executable).parent
+    airflow = str(bin_dir / "airflow")
+    airflow_url = f"http://{HOST}:{ports.airflow}"
+    if production is None:
+        store = [
+            "--backend-store-uri",
+            settings.mlflow_tracking_uri,
+            "--default-artifact-root",
+            settings.mlflow_artifact_root,
+        ]
+    else:
+        store = [
+            "--backend-store-uri",
+            production.mlflow_backend,
+            "--artifacts-destination",
+            production.mlflow_artifacts,
+        ]
+    planned = [
+        Service(
+            "api-server",
+            [airflow, "api-server", "--host", HOST, "--port", str(ports.airflow)],
+            f"{airflow_url}/api/v2/monitor/health",
+        ),
+        Service("scheduler", [airflow, "scheduler"]),
+        Service("dag-processor", [airflow, "dag-processor"]),
+        Service("triggerer", [airflow, "triggerer"]),
+        Service(
+            "mlflow",
+            [
+                str(bin_dir / "mlflow"),
+                "server",
+                *store,
+                "--app-name",
+                "basic-auth",
+                "--host",
+                HOST,
+                "--port",
+                str(ports.mlflow),
+                "--workers",
+                "1",
+            ],
+            f"http://{HOST}:{ports.mlflow}/health",
+        ),
+        Service(
+            "evidently",
+            [
+                str(bin_dir / "evidently"),
+                "ui",
+                "--workspace",
+                str(settings.evidently_workspace),
+                "--host",
+                HOST,
+                "--port",
+                str(ports.evidently),
+            ],
+            f"http://{HOST}:{ports.evidently}/",
+        ),
+    ]
+    if production is not None:
+        planned.append(
+            Service("celery-worker", [airflow, "celery", "worker", "--concurrency", "2"])
+        )
+    return planned
+
+
+def up(
+    settings: Settings,
+    ports: Ports | None = None,
+    production: bool = False,
+    base_env: Mapping[str, str] | None = None,
+    timeout: float = 180.0,
+) -> StackState:
+    """Start every service, wait until each is healthy, return what was started.
+
+    On any failure everything already started is stopped again and the error names the
+    service and ends with the tail of its log.
+    """
+    base_env = dict(os.environ if base_env is None else base_env)
+    ports = ports or Ports.from_env(base_env)
+    state_file = state_path(settings)
+    if state_file.exists():
+        running = StackState.load(state_file)
+        if any(_alive(pid) for pid in running.pids.values()):
+            raise StackError(f"a stack is already running from {settings.home}: `make down` first")
+        state_file.unlink()
+    for name, port in asdict(ports).items():
+        if not _port_free(port):
+            raise StackError(f"port {port} for {name} is taken: set DRIFTLINE_{name.upper()}_PORT")
+
+    prod = Production.from_env(base_env, settings.home) if production else None
+    secret = credentials(settings)
+    stack_id = secrets.token_hex(8)
+    env = environment(settings, ports, secret, stack_id, prod, base_env)
+    _prepare_files(settings, secret, prod)
+    logs = stack_dir(settings) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    _run_once(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env,
+        logs / "db-migrate.log",
+        "airflow db migrate",
+    )
+
+    state = StackState(
+        stack_id=stack_id,
+        profile="production" if prod else "local",
+        home=str(settings.home),
+        urls={
+            "airflow": env["AIRFLOW__API__BASE_URL"],
+            "mlflow": env[MLFLOW_UI_ENV],
+            "evidently": env[EVIDENTLY_UI_ENV],
+        },
+        login={
+            "airflow": {"user": ADMIN, "password": secret["airflow_password"]},
+            "mlflow": {"user": ADMIN, "password": secret["mlflow_password"]},
+        },
+    )
+    planned = services(settings, ports, prod)
+    try:
+        for service in planned:
+            with open(logs / f"{service.name}.log", "ab") as log:
+                process = subprocess.Popen(  # noqa: S603 - our own binaries, argv list
+                    service.argv,
+                    env=env,
+                    cwd=settings.home,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            state.pids[service.name] = process.pid
+            state.save(state_file)
+        deadline = time.monotonic() + timeout
+        for service in planned:
+            _wait_healthy(service, state.pids[service.name], logs, deadline)
+        _wait_airflow_components(state.urls["airflow"], deadline, logs)
+    except BaseException:
+        down(settings)
+        raise
+    return state
+
+
+def down(settings: Settings, grace: float = 30.0) -> list[str]:
+    """Stop what `up` started: each service's process group, then any process left that
+    still carries this stack's id (a child that started a session of its own)."""
+    state_file = state_path(settings)
+    if not state_file.exists():
+        return []
+    state = StackState.load(state_file)
+    for pid in state.pids.values():
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and list(stack_processes(state.stack_id)):
+        time.sleep(0.5)
+    for pid in stack_processes(state.stack_id):
+        _signal(pid, signal.SIGKILL)
+    for pid in state.pids.values():
+        _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and list(stack_processes(state.stack_id)):
+        time.sleep(0.2)
+    left = list(stack_processes(state.stack_id))
+    if left:
+        raise StackError(f"processes of stack {state.stack_id} survived SIGKILL: {left}")
+    state_file.unlink()
+    return sorted(state.pids)
+
+
+def stack_processes(stack_id: str) -> Iterator[int]:
+    """Every live process whose environment carries `stack_id` (zombies excluded)."""
+    marker = f"{STACK_ID_ENV}={stack_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        yield int(entry.name)
+
+
+def describe(state: StackState) -> str:
+    lines = [f"driftline stack ({state.profile}) is up; `make down` stops it.", ""]
+    lines.append(
+        f"  Airflow    {state.urls['airflow']}   login: {state.login['airflow']['user']}"
+        f" / {state.login['airflow']['password']}"
+    )
+    lines.append(
+        f"  MLflow     {state.urls['mlflow']}   login: {state.login['mlflow']['user']}"
+        f" / {state.login['mlflow']['password']}"
+    )
+    lines.append(f"  Evidently  {state.urls['evidently']}   (no login: bound to {HOST} only)")
+    lines.append("")
+    lines.append(f"  Drift history inside Airflow: {state.urls['airflow']}/driftline/history")
+    lines.append(
+        f"  Credentials (generated, mode 0600): {Path(state.home) / 'stack' / 'secrets.json'}"
+    )
+    lines.append(f"  Logs: {Path(state.home) / 'stack' / 'logs'}")
+    return "\n".join(lines)
+
+
+def _prepare_files(settings: Settings, secret: Mapping[str, str], prod: Production | None) -> None:
+    stack = stack_dir(settings)
+    _write_private(
+        stack / "airflow-passwords.json", json.dumps({ADMIN: secret["airflow_password"]})
+    )
+    _write_private(
+        stack / "mlflow-auth.ini",
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{stack / 'mlflow-auth.db'}\n"
+        f"admin_username = {ADMIN}\n"
+        f"admin_password = {secret['mlflow_password']}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+    )
+    settings.evidently_workspace.mkdir(parents=True, exist_ok=True)
+    (settings.home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    if prod is not None and "://" not in prod.mlflow_artifacts:
+        Path(prod.mlflow_artifacts).mkdir(parents=True, exist_ok=True)
+
+
+def _run_once(argv: list[str], env: Mapping[str, str], log: Path, what: str) -> None:
+    with open(log, "wb") as out:
+        done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+    if done.returncode != 0:
+        raise StackError(f"{what} failed (exit {done.returncode}):\n{_tail(log)}")
+
+
+def _wait_healthy(service: Service, pid: int, logs: Path, deadline: float) -> None:
+    while True:
+        if not _alive(pid):
+            raise StackError(
+                f"{service.name} exited during start-up:\n{_tail(logs / f'{service.name}.log')}"
+            )
+        if service.health_url is None or _answers(service.health_url):
+            return
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{service.name} not healthy at {service.health_url}:\n"
+                f"{_tail(logs / f'{service.name}.log')}"
+            )
+        time.sleep(1)
+
+
+def _wait_airflow_components(airflow_url: str, deadline: float, logs: Path) -> None:
+    """The api-server's health report covers the scheduler, triggerer and dag-processor."""
+    url = f"{airflow_url}/api/v2/monitor/health"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - localhost
+                health = json.load(response)
+            unhealthy = [
+                name
+                for name, part in health.items()
+                if isinstance(part, dict) and part.get("status") not in ("healthy", None)
+            ]
+            if not unhealthy:
+                return
+        except (urllib.error.URLError, OSError, ValueError):
+            unhealthy = ["api-server"]
+        if time.monotonic() > deadline:
+            tails = "\n".join(
+                f"--- {name}\n{_tail(logs / f'{name}.log')}"
+                for name in ("scheduler", "triggerer", "dag-processor")
+            )
+            raise StackError(f"Airflow components not healthy: {unhealthy}\n{tails}")
+        time.sleep(1)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5):  # noqa: S310 - localhost
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # up, and asking for a login
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((HOST, port)) != 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return f"(no log at {path})"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,126 @@
+"""The `driftline` Airflow plugin: extra links on tasks and the drift history in the UI.
+
+- Extra links (computed on the worker when the task ends, kept by Airflow as XCom):
+  *Data Docs* on the validation task, *MLflow run* and *MLflow model version* on the
+  registration task, *Drift report* and *Quality report* on the monitoring report task.
+- `/driftline/...`: the pages behind those links (Evidently reports, Data Docs, the drift
+  history), served by the api-server behind Airflow's login; *Drift history* in the nav.
+
+Wiring only: the URLs come from `driftline.links`, the pages from `driftline.views`.
+FastAPI is imported on the first request, not when a worker loads this plugin.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar
+
+import attrs
+from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
+
+from driftline import links
+
+
+def _night(ti: Any, timezone: str) -> dt.date:
+    """The day a nightly run covers: its data interval's start, in the use-case's zone."""
+    start = ti.get_template_context()["data_interval_start"]
+    return start.in_timezone(timezone).date()
+
+
+def _returned(ti: Any) -> dict:
+    """What the task returned (an empty dict when it failed before returning)."""
+    return ti.xcom_pull(task_ids=ti.task_id) or {}
+
+
+@attrs.define()
+class DataDocsLink(BaseOperatorLink):
+    """The Great Expectations Data Docs page of the day's validation, passed or failed."""
+
+    usecase: str = ""
+    timezone: str = "UTC"
+    name: ClassVar[str] = "Data Docs"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        return links.data_docs_url(self.usecase, _night(ti_key, self.timezone))
+
+
+@attrs.define()
+class DriftReportLink(BaseOperatorLink):
+    usecase: str = ""
+    timezone: str = "UTC"
+    name: ClassVar[str] = "Drift report"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        return links.report_url(self.usecase, _night(ti_key, self.timezone), "drift")
+
+
+@attrs.define()
+class QualityReportLink(BaseOperatorLink):
+    usecase: str = ""
+    timezone: str = "UTC"
+    name: ClassVar[str] = "Quality report"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        return links.report_url(self.usecase, _night(ti_key, self.timezone), "quality")
+
+
+@attrs.define()
+class MlflowRunLink(BaseOperatorLink):
+    """The MLflow run the registration task logged (from its return value)."""
+
+    name: ClassVar[str] = "MLflow run"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        registered = _returned(ti_key)
+        if not registered.get("run_id"):
+            return ""
+        return links.mlflow_run_url(registered["experiment_id"], registered["run_id"])
+
+
+@attrs.define()
+class ModelVersionLink(BaseOperatorLink):
+    name: ClassVar[str] = "MLflow model version"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        registered = _returned(ti_key)
+        if not registered.get("version"):
+            return ""
+        return links.model_version_url(registered["model"], registered["version"])
+
+
+class _LazyApp:
+    """An ASGI app that builds the FastAPI app on its first request."""
+
+    def __init__(self) -> None:
+        self._app = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._app is None:
+            from driftline.views import create_app
+
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+
+class DriftlinePlugin(AirflowPlugin):
+    name = "driftline"
+    operator_extra_links = [  # noqa: RUF012 - Airflow's plugin interface
+        DataDocsLink(),
+        DriftReportLink(),
+        QualityReportLink(),
+        MlflowRunLink(),
+        ModelVersionLink(),
+    ]
+    fastapi_apps = [  # noqa: RUF012
+        {"app": _LazyApp(), "url_prefix": links.PLUGIN_PREFIX, "name": "driftline pages"}
+    ]
+    external_views = [  # noqa: RUF012
+        {
+            "name": "Drift history",
+            "href": links.plugin_url("history"),
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "drift-history",
+        }
+    ]
