@@ -1,0 +1,113 @@
+"""The stack launcher's promises that need no running Airflow: generated secrets, one
+configuration per profile, clear refusals, and a `down` that stops exactly its own processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from driftline import stack
+
+
+def test_credentials_are_generated_private_and_kept(settings):
+    first = stack.credentials(settings)
+    assert len(first["jwt_secret"]) >= 64 and first["airflow_password"] != first["mlflow_password"]
+    path = stack.stack_dir(settings) / "secrets.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stack.credentials(settings) == first  # a restart keeps logins and sessions valid
+
+
+def test_local_and_production_profiles_differ_only_where_they_must(settings):
+    secret = stack.credentials(settings)
+    ports = stack.Ports(18080, 15000, 18000)
+    local = stack.environment(settings, ports, secret, "id", None, {})
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert "MLFLOW_TRACKING_URI" not in local  # tasks write the embedded store directly
+    assert local["AIRFLOW__API__BASE_URL"] == "http://127.0.0.1:18080"
+    assert local["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18080/execution/"
+
+    env = {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://postgres@127.0.0.1/af",
+        "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:6379/7",
+        "DRIFTLINE_MLFLOW_BACKEND_STORE_URI": "postgresql://postgres@127.0.0.1/ml",
+    }
+    production = stack.Production.from_env(env, settings.home)
+    prod = stack.environment(settings, ports, secret, "id", production, env)
+    assert prod["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert prod["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql://postgres@127.0.0.1/af"
+    assert prod["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"
+    same = {k for k in local if k not in prod or local[k] == prod[k]}
+    assert same >= {
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__CORE__DAGS_FOLDER",
+        "AIRFLOW__CORE__PLUGINS_FOLDER",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+    }
+    names = [s.name for s in stack.services(settings, ports, production)]
+    assert "celery-worker" in names
+    assert "celery-worker" not in [s.name for s in stack.services(settings, ports, None)]
+
+
+def test_production_profile_names_what_is_missing(settings):
+    with pytest.raises(stack.StackError, match="AIRFLOW__CELERY__BROKER_URL"):
+        stack.Production.from_env(
+            {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://x"}, settings.home
+        )
+
+
+def test_down_stops_its_own_processes_and_their_escaped_children_only(settings):
+    stack_id = "test" + os.urandom(4).hex()
+    env = {**os.environ, stack.STACK_ID_ENV: stack_id}
+    # a service that starts a child in a session of its own (out of its process group)
+    escaping = (
+        "import subprocess, sys, time;"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'],"
+        " start_new_session=True); time.sleep(300)"
+    )
+    ours = [
+        subprocess.Popen([sys.executable, "-c", escaping], env=env, start_new_session=True),
+        subprocess.Popen(["sleep", "300"], env=env, start_new_session=True),
+    ]
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        state = stack.StackState(
+            stack_id, "local", str(settings.home), {}, {}, {"a": ours[0].pid, "b": ours[1].pid}
+        )
+        state.save(stack.state_path(settings))
+        deadline = time.monotonic() + 10
+        while len(list(stack.stack_processes(stack_id))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(list(stack.stack_processes(stack_id))) == 3
+
+        assert stack.down(settings, grace=5) == ["a", "b"]
+        for process in ours:
+            process.wait(timeout=5)
+        assert list(stack.stack_processes(stack_id)) == []
+        assert bystander.poll() is None  # not ours: untouched
+        assert not stack.state_path(settings).exists()
+        assert stack.down(settings) == []
+    finally:
+        bystander.kill()
+        for process in ours:
+            process.kill()
+
+
+def test_a_second_up_is_refused_while_one_runs(settings):
+    sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        stack.StackState(
+            "x", "local", str(settings.home), {}, {}, {"api-server": sleeper.pid}
+        ).save(stack.state_path(settings))
+        with pytest.raises(stack.StackError, match="already running"):
+            stack.up(settings)
+        assert (
+            json.loads(stack.state_path(settings).read_text())["pids"]["api-server"] == sleeper.pid
+        )
+    finally:
+        sleeper.kill()
