@@ -90,7 +90,7 @@ test: install chromium ## Lint, then the whole test suite (unit, DAG integrity, 
 	$(BIN)/pytest
 
 ui-test: install chromium ## The browser test against the stack `make up` started (screenshots -> docs/)
-	DRIFTLINE_STACK_HOME=$(DRIFTLINE_HOME) $(BIN)/pytest -p no:cacheprovider tests/integration/test_operator_stack.py -k browser
+	DRIFTLINE_STACK_HOME=$(DRIFTLINE_HOME) DRIFTLINE_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -p no:cacheprovider tests/integration/test_operator_stack.py -k browser
 
 lint: install ## ruff (with the Airflow 3 AIR rules)
 	$(BIN)/ruff check .

@@ -189,10 +189,10 @@ def test_browser_login_dags_training_run_and_its_mlflow_link(stack, training_run
         expect(run_page.get_by_text("trigger_reason").first).to_be_visible()
         run_page.screenshot(path=str(shots / "mlflow-run.png"))
 
-        page.goto(f"{airflow}/plugin/drift-history")
-        expect(page.frame_locator("iframe").get_by_text("driftline: drift history")).to_be_visible(
-            timeout=30_000
-        )
+        page.goto(f"{airflow}/plugin/drift-history")  # the plugin's view, in Airflow's nav
+        view = page.frame_locator("iframe")
+        view.get_by_role("link", name="flights").click()
+        expect(view.get_by_text("flights: drift history")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(shots / "airflow-drift-history.png"))
         browser.close()
 
