@@ -34,35 +34,40 @@ def _returned(ti: Any) -> dict:
 
 
 @attrs.define()
-class DataDocsLink(BaseOperatorLink):
+class _NightLink(BaseOperatorLink):
+    """A link to a page of the night (the day) the run covers."""
+
+    usecase: str = ""
+    timezone: str = "UTC"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        return self.url(_night(ti_key, self.timezone))
+
+    def url(self, day: dt.date) -> str:
+        raise NotImplementedError
+
+
+class DataDocsLink(_NightLink):
     """The Great Expectations Data Docs page of the day's validation, passed or failed."""
 
-    usecase: str = ""
-    timezone: str = "UTC"
     name: ClassVar[str] = "Data Docs"
 
-    def get_link(self, operator, *, ti_key) -> str:
-        return links.data_docs_url(self.usecase, _night(ti_key, self.timezone))
+    def url(self, day: dt.date) -> str:
+        return links.data_docs_url(self.usecase, day)
 
 
-@attrs.define()
-class DriftReportLink(BaseOperatorLink):
-    usecase: str = ""
-    timezone: str = "UTC"
+class DriftReportLink(_NightLink):
     name: ClassVar[str] = "Drift report"
 
-    def get_link(self, operator, *, ti_key) -> str:
-        return links.report_url(self.usecase, _night(ti_key, self.timezone), "drift")
+    def url(self, day: dt.date) -> str:
+        return links.report_url(self.usecase, day, "drift")
 
 
-@attrs.define()
-class QualityReportLink(BaseOperatorLink):
-    usecase: str = ""
-    timezone: str = "UTC"
+class QualityReportLink(_NightLink):
     name: ClassVar[str] = "Quality report"
 
-    def get_link(self, operator, *, ti_key) -> str:
-        return links.report_url(self.usecase, _night(ti_key, self.timezone), "quality")
+    def url(self, day: dt.date) -> str:
+        return links.report_url(self.usecase, day, "quality")
 
 
 @attrs.define()
