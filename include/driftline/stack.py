@@ -41,16 +41,24 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ports:
+    """The stack's localhost ports; each is overridden by DRIFTLINE_<NAME>_PORT. The two log
+    servers (worker, triggerer) serve task logs to the api-server: a second stack on the
+    same machine needs other ports for them too."""
+
     airflow: int = 8080
     mlflow: int = 5000
     evidently: int = 8000
+    worker_log: int = 8793
+    trigger_log: int = 8794
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
+        defaults = cls()
         return cls(
-            airflow=int(env.get("DRIFTLINE_AIRFLOW_PORT", cls.airflow)),
-            mlflow=int(env.get("DRIFTLINE_MLFLOW_PORT", cls.mlflow)),
-            evidently=int(env.get("DRIFTLINE_EVIDENTLY_PORT", cls.evidently)),
+            **{
+                name: int(env.get(f"DRIFTLINE_{name.upper()}_PORT", default))
+                for name, default in asdict(defaults).items()
+            }
         )
 
 
@@ -167,6 +175,8 @@ def environment(
             "AIRFLOW__API__BASE_URL": airflow_url,
             "AIRFLOW__API__PORT": str(ports.airflow),
             "AIRFLOW__API__HOST": HOST,
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports.worker_log),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports.trigger_log),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": secret["jwt_secret"],
             "AIRFLOW__API__SECRET_KEY": secret["api_secret_key"],
@@ -176,6 +186,8 @@ def environment(
             ),
             "MLFLOW_AUTH_CONFIG_PATH": str(stack / "mlflow-auth.ini"),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secret["mlflow_secret_key"],
+            # MLflow's GenAI job runner (huey consumers): driftline runs no MLflow jobs
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             MLFLOW_UI_ENV: mlflow_url,
             EVIDENTLY_UI_ENV: f"http://{HOST}:{ports.evidently}",
             "GX_ANALYTICS_ENABLED": "False",

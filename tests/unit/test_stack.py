@@ -25,8 +25,17 @@ def test_credentials_are_generated_private_and_kept(settings):
 
 def test_local_and_production_profiles_differ_only_where_they_must(settings):
     secret = stack.credentials(settings)
-    ports = stack.Ports(18080, 15000, 18000)
+    ports = stack.Ports.from_env(
+        {
+            "DRIFTLINE_AIRFLOW_PORT": "18080",
+            "DRIFTLINE_MLFLOW_PORT": "15000",
+            "DRIFTLINE_WORKER_LOG_PORT": "18793",
+        }
+    )
+    assert (ports.evidently, ports.trigger_log) == (8000, 8794)  # the defaults
     local = stack.environment(settings, ports, secret, "id", None, {})
+    assert local["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "18793"
+    assert local["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == "8794"
     assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert "MLFLOW_TRACKING_URI" not in local  # tasks write the embedded store directly
     assert local["AIRFLOW__API__BASE_URL"] == "http://127.0.0.1:18080"

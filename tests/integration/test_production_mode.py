@@ -1,0 +1,443 @@
+"""The production configuration run natively on this machine, end to end through the scheduler.
+
+`driftline stack up --production` with Airflow's metadata DB on the local PostgreSQL, the
+CeleryExecutor with the local Redis as broker and a real Celery worker, the MLflow tracking
+server on PostgreSQL, the flights source and the drift history on PostgreSQL too. The
+scheduler (not `dags test`) then runs the ETL for four days, a training and two monitored
+nights, and every DAG run and task instance must end green.
+
+Kept small by a use-case override (DRIFTLINE_USECASES_DIR): a 1-day window with 1 holdout
+day, nights judged alone, a rule that never fires, and `end_date` on the last day loaded, so
+that unpausing flights_etl (catchup) makes the scheduler run exactly those four days. The
+training starts as soon as its two days are loaded, while the ETL of the nights goes on.
+Every database is fresh and uniquely named; Redis keys carry a unique prefix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import httpx
+import pendulum
+import pytest
+import sqlalchemy as sa
+import yaml
+from airflow_client.client.api.backfill_api import BackfillApi
+from airflow_client.client.api.extra_links_api import ExtraLinksApi
+from airflow_client.client.api.task_instance_api import TaskInstanceApi
+from airflow_client.client.models.backfill_post_body import BackfillPostBody
+
+from tests.conftest import REPO
+from tests.stack_helpers import (
+    AirflowApi,
+    processes_with_marker,
+    stack_env,
+    stack_state,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+
+SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+REDIS = "redis://127.0.0.1:6379/7"
+BIN = Path(sys.executable).parent
+USECASE = "flights"
+TZ = "America/New_York"
+ETL, TRAINING, MONITORING = "flights_etl", "flights_training", "flights_monitoring"
+MODEL = "flights_delay"
+
+# 1 January: training window; 2 January: holdout; 3-4 January: the two monitored nights.
+FIRST_DAY = dt.date(2013, 1, 1)
+WINDOW_DAYS = 1
+WINDOW_END = dt.date(2013, 1, 1)
+NIGHTS = (dt.date(2013, 1, 3), dt.date(2013, 1, 4))
+LAST_DAY = NIGHTS[-1]
+TRAIN_RUN = "production_test__train"
+GREEN = {"success", "skipped"}
+SETUP: dict[str, float] = {}  # seconds the fixture took, printed with the test's own
+
+
+def midnight(day: dt.date) -> pendulum.DateTime:
+    """The logical date of the nightly run covering `day` (its data interval's start)."""
+    return pendulum.datetime(day.year, day.month, day.day, tz=TZ)
+
+
+def small_usecases(folder: Path) -> Path:
+    """flights.yaml, shrunk: four days in all, a 1-day window, a rule that stays quiet."""
+    config = yaml.safe_load((REPO / "usecases" / f"{USECASE}.yaml").read_text())
+    config["end_date"] = LAST_DAY.isoformat()  # bounds flights_etl's catchup
+    config["training"].update(window_days=WINDOW_DAYS, holdout_days=1, min_train_rows=500)
+    config["training"]["gate"]["floor"] = 0.5  # no champion yet: the floor alone decides
+    monitoring = config["monitoring"]
+    monitoring["current_days"] = 1
+    monitoring["rule"].update(
+        drift_share=1.0,
+        nights_drifted=1,
+        nights_window=1,
+        quality_drop=None,
+        min_labelled_rows=100,
+        cooldown_days=0,
+    )
+    folder.mkdir(parents=True)
+    (folder / f"{USECASE}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+
+
+def diagnostics(home: Path, failed: list[tuple[str, str, str]] = ()) -> str:
+    """Tails of the stack's logs and of the task logs of `failed` (dag, run, task)."""
+    parts = [
+        f"--- {log.name}\n{tail(log)}" for log in sorted((home / "stack" / "logs").glob("*.log"))
+    ]
+    task_logs = home / "airflow" / "logs"
+    for dag_id, run_id, task_id in failed:
+        for log in sorted(task_logs.glob(f"dag_id={dag_id}/*/task_id={task_id}/**/*.log")):
+            if f"run_id={run_id}" in str(log):
+                parts.append(f"--- task log {log.relative_to(task_logs)}\n{tail(log, 80)}")
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def databases() -> Iterator[dict[str, str]]:
+    """Fresh databases on the local server, dropped (connections terminated) afterwards."""
+    tag = f"driftline_prod_{uuid.uuid4().hex[:8]}"
+    names = {part: f"{tag}_{part}" for part in ("airflow", "mlflow", "source", "monitoring")}
+    admin = sa.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    created: list[str] = []
+    try:
+        try:
+            with admin.connect() as conn:
+                for name in names.values():
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                    created.append(name)
+        except sa.exc.OperationalError as exc:
+            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not usable ({exc.orig})")
+        yield {"tag": tag, **{part: f"{SERVER}/{name}" for part, name in names.items()}}
+    finally:
+        with admin.connect() if created else nullcontext() as conn:
+            for name in created:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_prefix(databases) -> Iterator[str]:
+    """A key prefix of our own in Redis DB 7: only our keys are removed, before and after."""
+    import redis
+
+    prefix = f"{databases['tag']}:"
+    client = redis.Redis.from_url(REDIS)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis at {REDIS} is not usable ({exc})")
+
+    def forget() -> None:
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            client.delete(key)
+
+    forget()
+    try:
+        yield prefix
+    finally:
+        forget()
+        client.close()
+
+
+@pytest.fixture
+def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, dict]]:
+    """`driftline stack up --production` over the fresh databases (the source seeded while
+    the stack starts); `driftline stack down` afterwards leaves no process of it behind."""
+    home = tmp_path / "home"
+    env = stack_env(
+        home,
+        {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": databases["airflow"],
+            "AIRFLOW__CELERY__BROKER_URL": REDIS,
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": redis_prefix,
+            "DRIFTLINE_MLFLOW_BACKEND_STORE_URI": databases["mlflow"],
+            "DRIFTLINE_FLIGHTS_SOURCE_URL": databases["source"],
+            "DRIFTLINE_HISTORY_URL": databases["monitoring"],
+            "DRIFTLINE_USECASES_DIR": str(small_usecases(tmp_path / "usecases")),
+            "DRIFTLINE_EXPECTATIONS_DIR": str(REPO / "expectations"),
+            # CPU for the tasks on 2 cores: the DAG files are parsed once (they do not change)
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+        },
+    )
+    seeding = subprocess.Popen(
+        [str(BIN / "driftline"), "seed", "--db", databases["source"]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    stack_id = None
+    began = time.monotonic()
+    try:
+        up = subprocess.run(
+            [str(BIN / "driftline"), "stack", "up", "--production", "--timeout", "300"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if (home / "stack" / "state.json").exists():
+            stack_id = stack_state(home)["stack_id"]
+        assert up.returncode == 0, (
+            f"stack up --production failed:\n{up.stdout}\n{up.stderr}\n{diagnostics(home)}"
+        )
+        SETUP["stack up"] = time.monotonic() - began
+        seeded, _ = seeding.communicate(timeout=600)
+        assert seeding.returncode == 0, f"driftline seed failed:\n{seeded}"
+        SETUP["seeded"] = time.monotonic() - began
+        yield home, env
+    finally:
+        if seeding.poll() is None:
+            seeding.kill()
+            seeding.wait()
+        if stack_id is None and (home / "stack" / "state.json").exists():
+            stack_id = stack_state(home)["stack_id"]
+        down = subprocess.run(
+            [str(BIN / "driftline"), "stack", "down"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert down.returncode == 0, f"stack down failed:\n{down.stdout}\n{down.stderr}"
+        if stack_id is not None:
+            assert processes_with_marker(stack_id) == [], "stack processes survived `down`"
+
+
+def wait_for_runs(
+    api: AirflowApi,
+    home: Path,
+    dag_id: str,
+    ready: Callable[[list], bool],
+    what: str,
+    timeout: float = 720,
+) -> list:
+    """Poll the DAG's runs until `ready(runs)` holds; fail at once when one of them fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = api.runs(dag_id)
+        failed = [r.dag_run_id for r in runs if str(r.state.value) == "failed"]
+        if failed:
+            states = {run_id: api.task_states(dag_id, run_id) for run_id in failed}
+            red = [
+                (dag_id, run_id, task_id)
+                for run_id, tasks in states.items()
+                for task_id, state in tasks.items()
+                if state not in GREEN
+            ]
+            pytest.fail(f"{dag_id} runs failed: {states}\n{diagnostics(home, red)}")
+        if ready(runs):
+            return runs
+        if time.monotonic() > deadline:
+            detail = {r.dag_run_id: api.task_states(dag_id, r.dag_run_id) for r in runs}
+            pytest.fail(f"{dag_id} not {what} in {timeout:.0f} s: {detail}\n{diagnostics(home)}")
+        time.sleep(3)
+
+
+def finished(runs: list, count: int, before: dt.date | None = None) -> bool:
+    """`count` runs (of those whose logical date is before `before`, if given) have ended."""
+    watched = [r for r in runs if before is None or r.logical_date < midnight(before)]
+    return len(watched) >= count and all(
+        str(r.state.value) in ("success", "failed") for r in watched
+    )
+
+
+def test_production_stack_runs_etl_training_and_two_monitored_nights(production_stack, monkeypatch):
+    home, env = production_stack
+    began = time.monotonic()
+    timings: dict[str, float] = {}
+    state = stack_state(home)
+    assert state["profile"] == "production"
+    airflow_url, mlflow_url = state["urls"]["airflow"], state["urls"]["mlflow"]
+    api = AirflowApi(
+        airflow_url, state["login"]["airflow"]["user"], state["login"]["airflow"]["password"]
+    )
+    api.wait_for_dags({ETL, TRAINING, MONITORING})
+    assert api.import_errors() == []
+    timings["parsed"] = time.monotonic() - began
+
+    # ETL: the scheduler catches up 1..4 January (the override's end_date bounds it)
+    for dag_id in (TRAINING, MONITORING, ETL):
+        api.unpause(dag_id)
+    etl_days = (LAST_DAY - FIRST_DAY).days + 1
+    holdout = WINDOW_END + dt.timedelta(days=1)
+    needed = (holdout - FIRST_DAY).days + 1
+    wait_for_runs(
+        api,
+        home,
+        ETL,
+        lambda runs: finished(runs, needed, before=NIGHTS[0]),
+        f"done with the {needed} days training needs",
+    )
+    timings["etl of the training days"] = time.monotonic() - began
+
+    # training, triggered through the REST API (window 1 January, holdout 2 January) while
+    # the ETL of the two nights goes on
+    conf = {
+        "window_end": WINDOW_END.isoformat(),
+        "window_days": WINDOW_DAYS,
+        "reason": "production test",
+    }
+    api.trigger(TRAINING, conf, run_id=TRAIN_RUN)
+    wait_for_runs(api, home, ETL, lambda runs: finished(runs, etl_days), "done")
+    timings["etl"] = time.monotonic() - began
+    wait_for_runs(api, home, TRAINING, lambda runs: finished(runs, 1), "done")
+    timings["training"] = time.monotonic() - began
+
+    # monitoring: a backfill of the two nights after the holdout, in order
+    BackfillApi(api.client).create_backfill(
+        BackfillPostBody(
+            dag_id=MONITORING,
+            from_date=midnight(NIGHTS[0]),
+            to_date=midnight(NIGHTS[-1]),
+            max_active_runs=1,
+        )
+    )
+    wait_for_runs(api, home, MONITORING, lambda runs: finished(runs, len(NIGHTS)), "done")
+    # a night whose rule fired triggered flights_training again: wait for that one too
+    wait_for_runs(api, home, TRAINING, lambda runs: finished(runs, len(runs)), "done")
+    timings["monitoring"] = time.monotonic() - began
+
+    # every run green, every task instance success or skipped
+    runs = {dag_id: api.runs(dag_id) for dag_id in (ETL, TRAINING, MONITORING)}
+    lines, red, received_needed = [], [], 0
+    for dag_id, dag_runs in runs.items():
+        for run in dag_runs:
+            lines.append(f"{dag_id} {run.dag_run_id} [{run.run_type.value}]: {run.state.value}")
+            instances = (
+                TaskInstanceApi(api.client)
+                .get_task_instances(dag_id, run.dag_run_id)
+                .task_instances
+            )
+            for ti in instances:
+                ti_state = str(ti.state.value) if ti.state else "none"
+                lines.append(f"    {ti.task_id}: {ti_state} (try {ti.try_number})")
+                if ti_state not in GREEN:
+                    red.append((dag_id, run.dag_run_id, ti.task_id))
+                received_needed += ti_state == "success"
+    summary = "\n".join(lines)
+    not_green = [
+        line for line in lines if not line.startswith("    ") and not line.endswith(": success")
+    ]
+    assert not red and not not_green, f"not all green:\n{summary}\n{diagnostics(home, red)}"
+    assert len(runs[ETL]) == etl_days, summary
+    assert len(runs[MONITORING]) == len(NIGHTS), summary
+    assert {str(r.run_type.value) for r in runs[MONITORING]} == {"backfill"}, summary
+    assert {str(r.run_type.value) for r in runs[ETL]} == {"scheduled"}, summary
+
+    # it really was Celery: the worker received (at least) every task that succeeded
+    worker_log = (home / "stack" / "logs" / "celery-worker.log").read_text(errors="replace")
+    received = worker_log.count("] received")
+    assert received >= received_needed, f"worker received {received} tasks:\n{worker_log[-3000:]}"
+
+    # Airflow's metadata is on PostgreSQL: the runs are in its dag_run table
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+    airflow_db = sa.create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    try:
+        with airflow_db.connect() as conn:
+            counted = dict(
+                conn.execute(sa.text("SELECT dag_id, count(*) FROM dag_run GROUP BY dag_id")).all()
+            )
+    finally:
+        airflow_db.dispose()
+    assert counted == {dag_id: len(dag_runs) for dag_id, dag_runs in runs.items()}
+
+    # the model is registered in the tracking server, whose store is PostgreSQL
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", state["login"]["mlflow"]["user"])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", state["login"]["mlflow"]["password"])
+    client = mlflow.MlflowClient(tracking_uri=mlflow_url)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.tags["airflow_run_id"] == TRAIN_RUN
+    assert champion.tags["gate.decision"] == "promoted"
+    mlflow_db = sa.create_engine(env["DRIFTLINE_MLFLOW_BACKEND_STORE_URI"])
+    try:
+        with mlflow_db.connect() as conn:
+            stored = conn.execute(
+                sa.text("SELECT version, run_id FROM model_versions WHERE name = :name"),
+                {"name": MODEL},
+            ).all()
+    finally:
+        mlflow_db.dispose()
+    assert (int(champion.version), champion.run_id) in {(int(v), r) for v, r in stored}
+
+    # the drift history on PostgreSQL holds the two nights, each judged by the sensor
+    history_db = sa.create_engine(env["DRIFTLINE_HISTORY_URL"])
+    try:
+        with history_db.connect() as conn:
+            nights = conn.execute(
+                sa.text(
+                    "SELECT day, model_version, decision FROM drift_history "
+                    "WHERE usecase = :usecase ORDER BY day"
+                ),
+                {"usecase": USECASE},
+            ).all()
+    finally:
+        history_db.dispose()
+    assert [n.day for n in nights] == list(NIGHTS)
+    assert all(n.model_version == champion.version and n.decision for n in nights), nights
+    assert not (home / "source").exists()  # the ETL read PostgreSQL, not a SQLite default
+
+    # the extra links, and the plugin pages behind them (served behind Airflow's login)
+    token = api.client.configuration.access_token
+    extra = ExtraLinksApi(api.client)
+
+    def link(dag_id: str, run_id: str, task_id: str, name: str) -> str:
+        found = extra.get_extra_links(dag_id, run_id, task_id).extra_links
+        assert found.get(name), f"{dag_id} {run_id} {task_id}: no {name!r} link in {found}"
+        return found[name]
+
+    def etl_run(day: dt.date) -> str:
+        logical = midnight(day)
+        return next(r.dag_run_id for r in runs[ETL] if r.logical_date == logical)
+
+    night = NIGHTS[-1]
+    monitoring_run = next(
+        r.dag_run_id for r in runs[MONITORING] if r.logical_date == midnight(night)
+    )
+    docs = link(ETL, etl_run(night), "validate_batch", "Data Docs")
+    report = link(MONITORING, monitoring_run, "report_drift", "Drift report")
+    assert docs == f"/driftline/data-docs/{USECASE}/{night}"
+    assert report == f"/driftline/reports/{USECASE}/{night}/drift"
+    mlflow_run = link(TRAINING, TRAIN_RUN, "register_model", "MLflow run")
+    assert mlflow_run.startswith(f"{mlflow_url}/#/experiments/")
+    assert mlflow_run.endswith(f"/runs/{champion.run_id}")
+    with httpx.Client(base_url=airflow_url, timeout=60) as http:
+        for page in (docs, report):
+            answer = http.get(page, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, (page, answer.status_code, answer.text[:500])
+            assert "<html" in answer.text[:2000].lower(), page
+            assert http.get(page).status_code == 401, f"{page} is served without a login"
+
+    timings["total"] = time.monotonic() - began
+    print(
+        "production mode timings (s): setup",
+        {k: round(v) for k, v in SETUP.items()},
+        "then since the stack was up",
+        {k: round(v) for k, v in timings.items()},
+    )
