@@ -22,10 +22,11 @@ from airflow.sdk import BaseOperatorLink
 from driftline import links
 
 
-def _night(ti: Any, timezone: str) -> dt.date:
-    """The day a nightly run covers: its data interval's start, in the use-case's zone."""
+def _night(ti: Any, timezone: str) -> dt.date | None:
+    """The day a nightly run covers: its data interval's start, in the use-case's zone (None
+    for a run without one, e.g. triggered with no logical date)."""
     start = ti.get_template_context()["data_interval_start"]
-    return start.in_timezone(timezone).date()
+    return None if start is None else start.in_timezone(timezone).date()
 
 
 def _returned(ti: Any) -> dict:
@@ -41,7 +42,8 @@ class _NightLink(BaseOperatorLink):
     timezone: str = "UTC"
 
     def get_link(self, operator, *, ti_key) -> str:
-        return self.url(_night(ti_key, self.timezone))
+        night = _night(ti_key, self.timezone)
+        return "" if night is None else self.url(night)
 
     def url(self, day: dt.date) -> str:
         raise NotImplementedError

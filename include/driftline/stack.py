@@ -32,6 +32,7 @@ STACK_ID_ENV = "DRIFTLINE_STACK_ID"
 MLFLOW_UI_ENV = "DRIFTLINE_MLFLOW_UI_URL"
 EVIDENTLY_UI_ENV = "DRIFTLINE_EVIDENTLY_UI_URL"
 ADMIN = "admin"
+AIRFLOW_COMPONENTS = ("scheduler", "triggerer", "dag_processor")  # in the api-server's health
 HOST = "127.0.0.1"
 
 
@@ -181,6 +182,8 @@ def environment(
             "AIRFLOW__API_AUTH__JWT_SECRET": secret["jwt_secret"],
             "AIRFLOW__API__SECRET_KEY": secret["api_secret_key"],
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+            # login required, whatever the caller's shell exports
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
                 stack / "airflow-passwords.json"
             ),
@@ -206,6 +209,8 @@ def environment(
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": production.metadata_db,
                 "AIRFLOW__CELERY__BROKER_URL": production.broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": production.result_backend,
+                # read by `mlflow server` from here, not argv: `ps` would show its password
+                "MLFLOW_BACKEND_STORE_URI": production.mlflow_backend,
                 # tasks log through the tracking server, as the compose stack's workers do
                 "MLFLOW_TRACKING_URI": mlflow_url,
                 "MLFLOW_TRACKING_USERNAME": ADMIN,
@@ -227,9 +232,7 @@ def services(settings: Settings, ports: Ports, production: Production | None) ->
             settings.mlflow_artifact_root,
         ]
     else:
-        store = [
-            "--backend-store-uri",
-            production.mlflow_backend,
+        store = [  # the backend store URI comes from the environment (MLFLOW_BACKEND_STORE_URI)
             "--artifacts-destination",
             production.mlflow_artifacts,
         ]
@@ -298,7 +301,8 @@ def up(
     state_file = state_path(settings)
     if state_file.exists():
         running = StackState.load(state_file)
-        if any(_alive(pid) for pid in running.pids.values()):
+        # by the stack id in the processes' environment, not by pid: pids are reused
+        if any(stack_processes(running.stack_id)):
             raise StackError(f"a stack is already running from {settings.home}: `make down` first")
         state_file.unlink()
     for name, port in asdict(ports).items():
@@ -365,15 +369,17 @@ def down(settings: Settings, grace: float = 30.0) -> list[str]:
     if not state_file.exists():
         return []
     state = StackState.load(state_file)
-    for pid in state.pids.values():
+    ours = set(stack_processes(state.stack_id))  # a stale state's pids may be anyone's now
+    leaders = [pid for pid in state.pids.values() if pid in ours]
+    for pid in leaders:
         _signal_group(pid, signal.SIGTERM)
+    for pid in ours:
+        _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and list(stack_processes(state.stack_id)):
         time.sleep(0.5)
     for pid in stack_processes(state.stack_id):
         _signal(pid, signal.SIGKILL)
-    for pid in state.pids.values():
-        _signal_group(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and list(stack_processes(state.stack_id)):
         time.sleep(0.2)
@@ -470,10 +476,11 @@ def _wait_airflow_components(airflow_url: str, deadline: float, logs: Path) -> N
         try:
             with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - localhost
                 health = json.load(response)
+            # a component that has not heartbeated yet reports None: not healthy yet
             unhealthy = [
                 name
-                for name, part in health.items()
-                if isinstance(part, dict) and part.get("status") not in ("healthy", None)
+                for name in ("metadatabase", *AIRFLOW_COMPONENTS)
+                if (health.get(name) or {}).get("status") != "healthy"
             ]
             if not unhealthy:
                 return

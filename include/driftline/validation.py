@@ -120,7 +120,10 @@ def gate_batch(
     }
     result_path = settings.validation_result_path(usecase.name, day)
     storage.write_json(record, result_path)
-    storage.write_text(data_docs_page(outcome.result), data_docs_path(result_path))
+    try:  # the page is for people; the JSON above is the record, and the gate goes on
+        storage.write_text(data_docs_page(outcome.result), data_docs_path(result_path))
+    except Exception:
+        log.exception("%s %s: the Data Docs page could not be rendered", usecase.name, day)
     if outcome.success:
         log.info(
             "%s %s: %d rows passed %d expectations",

@@ -432,6 +432,8 @@ def test_production_stack_runs_etl_training_and_two_monitored_nights(production_
             answer = http.get(page, headers={"Authorization": f"Bearer {token}"})
             assert answer.status_code == 200, (page, answer.status_code, answer.text[:500])
             assert "<html" in answer.text[:2000].lower(), page
+            # the page runs sandboxed: its scripts get no access to Airflow's origin
+            assert answer.headers["content-security-policy"].startswith("sandbox"), page
             assert http.get(page).status_code == 401, f"{page} is served without a login"
 
     timings["total"] = time.monotonic() - began

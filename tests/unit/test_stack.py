@@ -108,7 +108,8 @@ def test_down_stops_its_own_processes_and_their_escaped_children_only(settings):
 
 
 def test_a_second_up_is_refused_while_one_runs(settings):
-    sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    marked = {**os.environ, stack.STACK_ID_ENV: "x"}
+    sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True, env=marked)
     try:
         stack.StackState(
             "x", "local", str(settings.home), {}, {}, {"api-server": sleeper.pid}
@@ -120,3 +121,17 @@ def test_a_second_up_is_refused_while_one_runs(settings):
         )
     finally:
         sleeper.kill()
+
+
+def test_a_stale_state_never_signals_a_process_that_is_not_the_stacks(settings):
+    """After a reboot the recorded pids may belong to anyone: `down` checks the stack id."""
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        stack.StackState(
+            "gone", "local", str(settings.home), {}, {}, {"api-server": stranger.pid}
+        ).save(stack.state_path(settings))
+        assert stack.down(settings, grace=1) == ["api-server"]
+        assert stranger.poll() is None  # still running
+        assert not stack.state_path(settings).exists()
+    finally:
+        stranger.kill()
