@@ -10,13 +10,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics
 
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
 
 
 def quality(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
     """ROC AUC, PR AUC, log loss and Brier score; AUCs are NaN when one class is absent."""
+    from sklearn import metrics  # ~2 s: imported by the stages that score, not by every one
+
     y_true = np.asarray(y_true, dtype=int)
     y_prob = np.clip(np.asarray(y_prob, dtype=np.float64), 1e-7, 1 - 1e-7)
     both_classes = len(np.unique(y_true)) == 2
@@ -59,6 +60,8 @@ def slice_quality(
 
 def plot_data(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, list[dict[str, Any]]]:
     """ROC curve (at most ~200 points) and a 10-bin calibration table, as DVC plot rows."""
+    from sklearn import metrics
+
     fpr, tpr, _ = metrics.roc_curve(y_true, y_prob)
     step = max(1, len(fpr) // 200)
     roc = [

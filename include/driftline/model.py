@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 BOOSTER_FILE = "booster.ubj"
 ENCODING_FILE = "encoding.json"
@@ -57,6 +59,8 @@ class TrainedModel:
     booster: xgb.Booster
 
     def matrix(self, frame: pd.DataFrame) -> xgb.DMatrix:
+        import xgboost as xgb  # ~2 s: not for the DVC prepare stage, which needs no model
+
         return xgb.DMatrix(
             encode(frame, self.schema, self.vocabulary),
             feature_types=["c"] * len(self.schema.categorical) + ["q"] * len(self.schema.numerical),
@@ -87,6 +91,8 @@ class TrainedModel:
         for name in (BOOSTER_FILE, ENCODING_FILE):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"model folder {folder} lacks {name}")
+        import xgboost as xgb
+
         meta = json.loads((folder / ENCODING_FILE).read_text())
         booster = xgb.Booster()
         booster.load_model(folder / BOOSTER_FILE)
@@ -116,6 +122,8 @@ def encode(
 
 def fit(train: pd.DataFrame, schema: FeatureSchema, params: dict[str, Any]) -> TrainedModel:
     """Train on the labelled rows of `train` with the `train` section of params.yaml."""
+    import xgboost as xgb
+
     labelled = train[train[schema.label].notna()]
     if labelled.empty:
         raise ValueError("no labelled rows to train on")
