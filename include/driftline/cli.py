@@ -289,6 +289,86 @@ def history(ctx: _Context, last: int) -> None:
 
 
 @main.command()
+@click.option("--start", type=DATE, default="2013-02-01", show_default=True, help="First night.")
+@click.option("--end", type=DATE, default="2013-12-31", show_default=True, help="Last night.")
+@click.option(
+    "--policy",
+    "policies",
+    type=click.Choice(["never", "monthly", "nightly", "drift", "all"]),
+    multiple=True,
+    required=True,
+    help="When to retrain (repeatable; `all`: the four in turn).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Where each policy keeps its stores (default: $DRIFTLINE_HOME/replay).",
+)
+@click.option(
+    "--docs",
+    type=click.Path(path_type=Path),
+    help="Where the CSV, plot and table go (default: the checkout's docs/replay).",
+)
+@pass_context
+def replay(
+    ctx: _Context,
+    start: dt.datetime,
+    end: dt.datetime,
+    policies: tuple[str, ...],
+    out: Path | None,
+    docs: Path | None,
+) -> None:
+    """Replay the nights under retraining policies with the DAGs' functions, no scheduler.
+
+    Each night: score with the champion, Evidently reports, the drift rule; then the policy
+    decides whether to train (DVC + MLflow + gate). An interrupted replay resumes.
+    """
+    from driftline import replay as replaying
+    from driftline import replay_results
+    from driftline.config import project_root
+
+    usecase, settings = ctx.usecase, ctx.settings
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for noisy in ("mlflow", "alembic"):  # a year of registrations: keep the nights readable
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    out = out or settings.home / "replay"
+    docs = docs or project_root() / "docs" / "replay"
+    chosen = replaying.POLICIES if "all" in policies else tuple(dict.fromkeys(policies))
+
+    def progress(night: replaying.NightRecord) -> None:
+        auc = "n/a" if night.roc_auc is None else f"{night.roc_auc:.4f}"
+        trained = ""
+        if night.retrained:
+            verdict = "promoted" if night.promoted else "kept the champion"
+            trained = f"  trained v{night.new_version} in {night.training_seconds:.0f} s, {verdict}"
+        click.echo(
+            f"{night.policy:<8} {night.night} v{night.champion_version:<4} roc_auc {auc} "
+            f"drift {night.drift_share:.2f} {night.decision}{trained}"
+        )
+
+    for policy in chosen:
+        began = time.perf_counter()
+        try:
+            records = replaying.replay(
+                usecase, settings, policy, start.date(), end.date(), out, progress
+            )
+        except replaying.ReplayError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(
+            f"{policy}: {len(records)} nights, {sum(r.retrained for r in records)} trainings, "
+            f"{time.perf_counter() - began:.0f} s this run"
+        )
+    for summary in replay_results.write(out, docs):
+        click.echo(
+            f"{summary.policy:<8} mean ROC AUC {summary.mean_roc_auc:.4f}  worst week "
+            f"{summary.worst_week} {summary.worst_week_roc_auc:.4f}  trainings {summary.trainings}"
+        )
+    click.echo(
+        f"wrote {docs / replay_results.COMBINED_CSV}, {replay_results.PLOT}, {replay_results.TABLE}"
+    )
+
+
+@main.command()
 @click.argument("version")
 @pass_context
 def reproduce(ctx: _Context, version: str) -> None:

@@ -257,10 +257,12 @@ def _later(*days: dt.date | None) -> dt.date | None:
 def retraining_conf(usecase: UseCase, night: NightSummary, verdict: Verdict) -> dict[str, Any]:
     """The conf of the `<usecase>_training` run the sensor starts: the newest window whose
     holdout ends on the night (later days do not exist yet), and the evidence."""
-    holdout = usecase.training.holdout_days
+    window_end = night.day - dt.timedelta(days=usecase.training.holdout_days)
+    # early in the use-case's data the window is shorter: it cannot start before the first day
+    window_days = min(usecase.training.window_days, (window_end - usecase.start_date).days + 1)
     return {
-        "window_end": (night.day - dt.timedelta(days=holdout)).isoformat(),
-        "window_days": usecase.training.window_days,
+        "window_end": window_end.isoformat(),
+        "window_days": window_days,
         "reason": TRIGGER_REASON,
         "evidence": {
             "day": night.day.isoformat(),

@@ -1,0 +1,281 @@
+"""A year replayed night by night under one retraining policy, with the DAGs' own functions.
+
+Each night is what flights_monitoring does (score the day with the champion, the Evidently
+reports, the drift rule's verdict), then the policy decides whether flights_training runs
+(`training.train`: DVC snapshot, `dvc repro`, MLflow registration, the champion/challenger
+gate). No scheduler: a night costs its work, not Airflow's.
+
+Every policy replays in a home of its own (its MLflow store, DVC workspace, drift history,
+predictions and reports); the curated store is shared, read-only, through a link. The first
+champion is trained on the days before the first night (its holdout ends the night before),
+so no policy sees a label before the night it is scored on.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from driftline import evaluation, monitoring, registry, scoring, training
+from driftline.config import (
+    DVC_REMOTE_ENV,
+    HISTORY_URL_ENV,
+    MLFLOW_ARTIFACTS_ENV,
+    PREDICTION,
+    Settings,
+    UseCase,
+)
+from driftline.drift_rule import Verdict
+
+log = logging.getLogger(__name__)
+
+NEVER, MONTHLY, NIGHTLY, DRIFT = "never", "monthly", "nightly", "drift"
+POLICIES = (NEVER, MONTHLY, NIGHTLY, DRIFT)
+NIGHTS_FILE = "nights.csv"
+DAG_ID = "driftline-replay"
+# Stores that would otherwise come from the environment and be shared by every policy.
+SHARED_STORE_ENVS = ("MLFLOW_TRACKING_URI", HISTORY_URL_ENV, DVC_REMOTE_ENV, MLFLOW_ARTIFACTS_ENV)
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot start or go on; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class NightRecord:
+    """One replayed night of one policy: a row of nights.csv."""
+
+    policy: str
+    night: dt.date
+    champion_version: str
+    rows: int
+    labelled: int
+    roc_auc: float | None  # the champion on the night's own real labels
+    log_loss: float | None
+    drift_share: float  # the night's drift report (current: the configured trailing days)
+    decision: str  # the drift rule's verdict (acted on by the `drift` policy only)
+    retrained: bool
+    new_version: str | None = None
+    promoted: bool | None = None
+    training_seconds: float | None = None
+    night_seconds: float = 0.0
+
+    @classmethod
+    def from_csv(cls, row: dict[str, str]) -> NightRecord:
+        def number(text: str) -> float | None:
+            return float(text) if text not in ("", "None") else None
+
+        return cls(
+            policy=row["policy"],
+            night=dt.date.fromisoformat(row["night"]),
+            champion_version=row["champion_version"],
+            rows=int(row["rows"]),
+            labelled=int(row["labelled"]),
+            roc_auc=number(row["roc_auc"]),
+            log_loss=number(row["log_loss"]),
+            drift_share=float(row["drift_share"]),
+            decision=row["decision"],
+            retrained=row["retrained"] == "True",
+            new_version=row["new_version"] or None,
+            promoted=None if row["promoted"] in ("", "None") else row["promoted"] == "True",
+            training_seconds=number(row["training_seconds"]),
+            night_seconds=float(row["night_seconds"]),
+        )
+
+
+COLUMNS = [f.name for f in fields(NightRecord)]
+
+
+def policy_settings(base: Settings, out: Path, policy: str, usecase: UseCase) -> Settings:
+    """A home of the policy's own under `out`, seeing the base home's curated store."""
+    # MLflow's set_tracking_uri() writes $MLFLOW_TRACKING_URI: the base settings hold what it
+    # was before any policy ran
+    shared = {"MLFLOW_TRACKING_URI": base.mlflow_uri} | {
+        name: os.environ.get(name) for name in SHARED_STORE_ENVS[1:]
+    }
+    for name, value in shared.items():
+        if value:
+            raise ReplayError(
+                f"${name} is set: every policy would share that store; unset it for the replay "
+                "(each policy keeps its own stores under --out)"
+            )
+    home = (out / policy).resolve()
+    settings = Settings(home, base.usecases_dir, base.expectations_dir, mlflow_uri=None)
+    for folder in (base.curated_dir(usecase.name), base.home / "validations" / usecase.name):
+        if not folder.is_dir():
+            raise ReplayError(f"{folder} does not exist: load the year first (`driftline etl`)")
+        link = settings.home / folder.relative_to(base.home)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(folder, target_is_directory=True)
+    return settings
+
+
+def first_request(usecase: UseCase, start: dt.date) -> training.TrainingRequest:
+    """The first champion: the window whose holdout ends the night before `start` (at most
+    the configured window, from the use-case's first day)."""
+    holdout = usecase.training.holdout_days
+    window_end = start - dt.timedelta(days=holdout + 1)
+    days = min(usecase.training.window_days, (window_end - usecase.start_date).days + 1)
+    if days < 1:
+        raise ReplayError(
+            f"--start {start}: no room for a {holdout}-day holdout and a training window after "
+            f"the use-case's first day {usecase.start_date}"
+        )
+    conf = {"window_end": window_end.isoformat(), "window_days": days, "reason": "replay: first"}
+    return training.TrainingRequest.from_conf(conf, usecase)
+
+
+def wants_retraining(policy: str, night: dt.date, start: dt.date, verdict: Verdict) -> bool:
+    """Whether the policy retrains after judging `night` (the new version scores the next)."""
+    if policy == NEVER:
+        return False
+    if policy == NIGHTLY:
+        return True
+    if policy == MONTHLY:  # the first night of each month after the first champion's
+        return night.day == 1 and (night.year, night.month) != (start.year, start.month)
+    if policy == DRIFT:
+        return verdict.fires
+    raise ReplayError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
+
+
+def retraining_request(
+    usecase: UseCase, policy: str, night: monitoring.NightSummary, verdict: Verdict
+) -> training.TrainingRequest:
+    """The conf flights_training would get: the sensor's for `drift`, the same window (its
+    holdout ending on the night) for the calendar policies."""
+    conf = monitoring.retraining_conf(usecase, night, verdict)
+    if policy != DRIFT:
+        conf = {k: conf[k] for k in ("window_end", "window_days")} | {"reason": f"replay: {policy}"}
+    return training.TrainingRequest.from_conf(conf, usecase)
+
+
+def night_quality(usecase: UseCase, predictions: Path) -> tuple[int, dict[str, float] | None]:
+    """The champion's quality on the night's own labelled rows (None: too few to judge)."""
+    scored = pd.read_parquet(predictions)
+    known = scored[scored[usecase.label.name].notna()]
+    if len(known) < usecase.monitoring.rule.min_labelled_rows:
+        return len(known), None
+    y_true = known[usecase.label.name].astype(int).to_numpy()
+    return len(known), evaluation.quality(y_true, known[PREDICTION].to_numpy())
+
+
+def recorded_nights(path: Path) -> list[NightRecord]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return [NightRecord.from_csv(row) for row in csv.DictReader(handle)]
+
+
+def _append(path: Path, record: NightRecord) -> None:
+    """One row per finished night, flushed: an interrupted replay resumes after the last."""
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(asdict(record))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _nights(start: dt.date, end: dt.date) -> Iterator[dt.date]:
+    day = start
+    while day <= end:
+        yield day
+        day += dt.timedelta(days=1)
+
+
+def replay(
+    usecase: UseCase,
+    base: Settings,
+    policy: str,
+    start: dt.date,
+    end: dt.date,
+    out: Path,
+    progress: Callable[[NightRecord], None] = lambda record: None,
+) -> list[NightRecord]:
+    """Replay `start`..`end` under `policy`; returns every night's record (resumed ones too).
+
+    The policy's nights.csv gets a row as each night ends; a rerun continues after the last
+    recorded night (the stores hold everything up to it), or refuses if it began elsewhere.
+    """
+    if policy not in POLICIES:
+        raise ReplayError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
+    if end < start:
+        raise ReplayError(f"--end {end} is before --start {start}")
+    settings = policy_settings(base, out, policy, usecase)
+    path = settings.home / NIGHTS_FILE
+    records = recorded_nights(path)
+    if records and records[0].night != start:
+        raise ReplayError(
+            f"{path} is a replay from {records[0].night}, not {start}: choose another --out "
+            f"or remove {settings.home}"
+        )
+    if not records:
+        began = time.perf_counter()
+        result = training.train(usecase, settings, first_request(usecase, start), DAG_ID, "first")
+        if not result["promoted"]:
+            raise ReplayError(f"the first champion was not promoted: {result['reason']}")
+        log.info(
+            "%s: first champion v%s in %.1f s",
+            policy,
+            result["version"],
+            time.perf_counter() - began,
+        )
+    name = usecase.training.registered_model
+    loaded: tuple[str, object] | None = None
+    resume = records[-1].night + dt.timedelta(days=1) if records else start
+    for night in _nights(resume, end):
+        began = time.perf_counter()
+        version = scoring.champion_version(usecase, settings)
+        if loaded is None or loaded[0] != version:
+            loaded = (version, registry.load_version(settings, name, version))
+        try:
+            scored = scoring.score_day(usecase, settings, night, loaded)
+            summary = monitoring.report_night(usecase, settings, night, version, loaded[1])
+        except (scoring.MissingPartitionError, monitoring.MonitoringError) as exc:
+            log.warning("%s %s: not judged: %s", policy, night, exc)
+            continue
+        verdict, judged = monitoring.decide_night(usecase, settings, night)
+        labelled, quality = night_quality(usecase, scored.path)
+        record = NightRecord(
+            policy=policy,
+            night=night,
+            champion_version=version,
+            rows=scored.rows,
+            labelled=labelled,
+            roc_auc=quality["roc_auc"] if quality else None,
+            log_loss=quality["log_loss"] if quality else None,
+            drift_share=summary.drift_share,
+            decision=verdict.decision,
+            retrained=wants_retraining(policy, night, start, verdict),
+        )
+        if record.retrained:
+            request = retraining_request(usecase, policy, judged, verdict)
+            trained_at = time.perf_counter()
+            result = training.train(usecase, settings, request, DAG_ID, f"{policy}__{night}")
+            record = _with(
+                record,
+                new_version=result["version"],
+                promoted=result["promoted"],
+                training_seconds=round(time.perf_counter() - trained_at, 2),
+            )
+        record = _with(record, night_seconds=round(time.perf_counter() - began, 2))
+        _append(path, record)
+        records.append(record)
+        progress(record)
+    return records
+
+
+def _with(record: NightRecord, **changes) -> NightRecord:
+    return NightRecord(**{**asdict(record), **changes})
