@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -214,6 +216,29 @@ def replay(
     if end < start:
         raise ReplayError(f"--end {end} is before --start {start}")
     settings = policy_settings(base, out, policy, usecase)
+    with _only_replay_of(settings.home, policy):
+        return _replay(usecase, settings, policy, start, end, progress)
+
+
+@contextmanager
+def _only_replay_of(home: Path, policy: str) -> Iterator[None]:
+    """One replay per policy home at a time: two would both resume after the same night."""
+    with (home / ".replay.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ReplayError(f"another replay of {policy} is running in {home}") from exc
+        yield
+
+
+def _replay(
+    usecase: UseCase,
+    settings: Settings,
+    policy: str,
+    start: dt.date,
+    end: dt.date,
+    progress: Callable[[NightRecord], None],
+) -> list[NightRecord]:
     path = settings.home / NIGHTS_FILE
     records = recorded_nights(path)
     if records and records[0].night != start:

@@ -139,3 +139,22 @@ def test_the_comparison_reports_mean_worst_week_and_trainings(tmp_path):
 def test_no_replay_yet_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="driftline replay"):
         replay_results.load(tmp_path)
+
+
+def test_a_second_replay_of_the_same_policy_is_refused(settings, usecase, tmp_path):
+    import fcntl
+
+    settings.curated_dir(usecase.name).mkdir(parents=True)
+    (settings.home / "validations" / usecase.name).mkdir(parents=True)
+    home = replay.policy_settings(settings, tmp_path / "out", "drift", usecase).home
+    with (home / ".replay.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(replay.ReplayError, match="another replay of drift is running"):
+            replay.replay(
+                usecase,
+                settings,
+                "drift",
+                dt.date(2013, 2, 1),
+                dt.date(2013, 2, 2),
+                tmp_path / "out",
+            )
