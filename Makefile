@@ -32,7 +32,7 @@ DEMO_MONITOR_LAST := 2013-02-14
 # The logical date of the nightly run that processes a day: midnight (New York) after it.
 RUN_AT = $(BIN)/python -c "import pendulum,sys; print(pendulum.parse(sys.argv[1], tz='America/New_York').add(days=1).isoformat())"
 
-.PHONY: help install chromium demo up down test ui-test lint lock clean
+.PHONY: help install chromium demo up down test ui-test replay lint lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -91,6 +91,35 @@ test: install chromium ## Lint, then the whole test suite (unit, DAG integrity, 
 
 ui-test: install chromium ## The browser test against the stack `make up` started (screenshots -> docs/)
 	DRIFTLINE_STACK_HOME=$(DRIFTLINE_HOME) DRIFTLINE_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -p no:cacheprovider tests/integration/test_operator_stack.py -k browser
+
+# The year replay (docs/RESULTS.md): the curated store of 2013 is loaded first if it is not
+# complete, then each policy replays 1 Feb .. 31 Dec in its own stores under data/replay
+# (resumable: a rerun goes on after the last recorded night).
+replay: install ## Replay Feb-Dec 2013 under the four retraining policies -> docs/replay/ (hours)
+	$(BIN)/driftline seed
+	@test "$$(ls -d $(DRIFTLINE_HOME)/curated/flights/date=2013-* 2>/dev/null | wc -l)" = 365 \
+	  || $(BIN)/driftline etl --start 2013-01-01 --end 2013-12-31 | tail -1
+	$(BIN)/driftline replay --policy all
+
+# Benchmarks (bench/, docs/BENCHMARKS.md): each seeds its own source into a temporary
+# DRIFTLINE_HOME and prints "figure | value | baseline | ratio". Not part of `make test`.
+BENCHES := etl validation drift training airflow scale
+BENCH_ARGS ?=
+.PHONY: bench bench-quick
+
+bench: install ## Run every benchmark in full (long: see docs/BENCHMARKS.md)
+	@for b in $(BENCHES); do \
+	  echo "== make bench: bench_$$b"; began=$$SECONDS; \
+	  $(BIN)/python -m bench.bench_$$b $(BENCH_ARGS) || exit 1; \
+	  echo "== bench_$$b took $$((SECONDS - began)) s"; \
+	done
+
+bench-quick: install ## Smoke-run every benchmark on a few days (checks they work; not figures)
+	@for b in $(BENCHES); do \
+	  echo "== make bench-quick: bench_$$b"; began=$$SECONDS; \
+	  $(BIN)/python -m bench.bench_$$b --quick $(BENCH_ARGS) || exit 1; \
+	  echo "== bench_$$b --quick took $$((SECONDS - began)) s"; \
+	done
 
 lint: install ## ruff (with the Airflow 3 AIR rules)
 	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""driftline's benchmarks (`make bench`, `make bench-quick`); see docs/BENCHMARKS.md."""
