@@ -77,13 +77,14 @@ def summarize(nights: pd.DataFrame) -> list[PolicySummary]:
 
 def table(summaries: list[PolicySummary]) -> str:
     lines = [
-        "| policy | nights | mean ROC AUC | mean log loss | worst week (ROC AUC) | trainings "
-        "| promoted | training time |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
+        "| policy | replayed | nights | mean ROC AUC | mean log loss | worst week (ROC AUC) "
+        "| trainings | promoted | training time |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for s in summaries:
         lines.append(
-            f"| {s.policy} | {s.nights} | {s.mean_roc_auc:.4f} | {s.mean_log_loss:.4f} | "
+            f"| {s.policy} | {s.first}..{s.last} | {s.nights} | {s.mean_roc_auc:.4f} | "
+            f"{s.mean_log_loss:.4f} | "
             f"{s.worst_week} ({s.worst_week_roc_auc:.4f}) | {s.trainings} | {s.promotions} | "
             f"{s.training_seconds / 60:.1f} min |"
         )
@@ -111,10 +112,19 @@ def plot(nights: pd.DataFrame, target: Path) -> Path:
     quality.legend(loc="lower left", ncol=len(policies))
     for lane, policy in enumerate(policies):
         rows = nights[(nights["policy"] == policy) & nights["retrained"]]
-        marks.scatter(rows["night"], [lane] * len(rows), marker="|", s=60)
+        promoted = rows["promoted"].astype(str).eq("True")
+        for chosen, alpha in ((promoted, 1.0), (~promoted, 0.3)):
+            marks.scatter(
+                rows.loc[chosen, "night"],
+                [lane] * int(chosen.sum()),
+                marker="|",
+                s=60,
+                color=f"C{lane}",
+                alpha=alpha,
+            )
     marks.set_yticks(range(len(policies)), policies)
     marks.set_ylim(-0.7, len(policies) - 0.3)
-    marks.set_title("retraining nights", fontsize=9)
+    marks.set_title("retraining nights (faint: the gate kept the champion)", fontsize=9)
     marks.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,7 @@ def test_drift_policy_replay_retrains_and_resumes(
         history.dispose()
     assert [n.day for n in recorded] == [START, END, dt.date(2013, 1, 12)]
     assert (home / "reports" / "flights" / "2013-01-12" / "drift.html").exists()
-    assert "| drift | 3 |" in (docs / "replay-table.md").read_text()
+    assert "| drift | 2013-01-10..2013-01-12 | 3 |" in (docs / "replay-table.md").read_text()
     assert (docs / "replay-quality.png").exists()
 
     # a replay from another first night does not mix into these stores

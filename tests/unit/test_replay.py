@@ -130,7 +130,8 @@ def test_the_comparison_reports_mean_worst_week_and_trainings(tmp_path):
     assert drift.nights == 10 and drift.training_seconds == 20.0
     docs = tmp_path / "docs"
     table = (docs / replay_results.TABLE).read_text()
-    assert "| never | 10 | 0.6300 |" in table and "| drift | 10 | 0.7200 |" in table
+    assert "| never | 2013-02-01..2013-02-10 | 10 | 0.6300 |" in table
+    assert "| drift | 2013-02-01..2013-02-11 | 10 | 0.7200 |" in table
     assert (docs / replay_results.PLOT).read_bytes()[:4] == b"\x89PNG"
     combined = pd.read_csv(docs / replay_results.COMBINED_CSV)
     assert combined.groupby("policy").size().to_dict() == {"drift": 11, "never": 10}
