@@ -148,16 +148,10 @@ def train_params() -> dict[str, Any]:
 
 
 def feature_schema(usecase):
-    """The use-case's model schema (as driftline.training.feature_schema, without MLflow)."""
-    from driftline.model import FeatureSchema
+    """The use-case's model schema (driftline.model.feature_schema: no MLflow import)."""
+    from driftline.model import feature_schema as of_usecase
 
-    return FeatureSchema(
-        key=usecase.key,
-        event_time=usecase.event_time,
-        label=usecase.label.name,
-        categorical=list(usecase.features.categorical),
-        numerical=list(usecase.features.numerical),
-    )
+    return of_usecase(usecase)
 
 
 def machine() -> str:

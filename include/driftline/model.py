@@ -18,6 +18,8 @@ import pandas as pd
 if TYPE_CHECKING:
     import xgboost as xgb
 
+    from driftline.config import UseCase
+
 BOOSTER_FILE = "booster.ubj"
 ENCODING_FILE = "encoding.json"
 
@@ -50,6 +52,17 @@ class FeatureSchema:
             "categorical": list(self.categorical),
             "numerical": list(self.numerical),
         }
+
+
+def feature_schema(usecase: UseCase) -> FeatureSchema:
+    """The model schema of a use-case's config (here, not in training: no MLflow import)."""
+    return FeatureSchema(
+        key=usecase.key,
+        event_time=usecase.event_time,
+        label=usecase.label.name,
+        categorical=list(usecase.features.categorical),
+        numerical=list(usecase.features.numerical),
+    )
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pandas as pd
 
 from driftline import etl, registry, stages, storage
 from driftline.config import MAX_REASON_CHARS, MAX_WINDOW_DAYS, Settings, UseCase, project_root
-from driftline.model import FeatureSchema
+from driftline.model import feature_schema
 from driftline.workspace import WINDOW_FILE, Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -104,16 +104,6 @@ class TrainingRequest:
                 f"the use-case's first day {usecase.start_date}"
             )
         return request
-
-
-def feature_schema(usecase: UseCase) -> FeatureSchema:
-    return FeatureSchema(
-        key=usecase.key,
-        event_time=usecase.event_time,
-        label=usecase.label.name,
-        categorical=list(usecase.features.categorical),
-        numerical=list(usecase.features.numerical),
-    )
 
 
 def pipeline_params(usecase: UseCase, request: TrainingRequest) -> dict[str, Any]:
