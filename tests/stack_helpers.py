@@ -66,10 +66,34 @@ def stack_state(home: Path) -> dict:
     return json.loads((home / "stack" / "state.json").read_text())
 
 
-def processes_with_marker(stack_id: str) -> list[int]:
-    from driftline.stack import stack_processes
+def stack_members(home: Path) -> dict[int, int]:
+    """Every live process of the stack started in `home` (services, their trees, the id)."""
+    from driftline.stack import StackState, members
 
-    return list(stack_processes(stack_id))
+    return members(StackState.load(home / "stack" / "state.json"))
+
+
+def processes_mentioning(*texts: str) -> list[str]:
+    """Command lines (titles included: setproctitle rewrites them) naming any of `texts`: an
+    independent look for leftovers, e.g. "airflow api_server -- host:127.0.0.1 port:NNNN"."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(text in line for text in texts):
+            found.append(f"{entry.name}: {line.strip()}")
+    return found
+
+
+def survivors(found: dict[int, int]) -> list[int]:
+    """Those of `found` (pid -> start time) that still run."""
+    from driftline.stack import still_running
+
+    return still_running(found)
 
 
 @dataclass

@@ -113,6 +113,9 @@ class StackState:
     urls: dict[str, str]
     login: dict[str, dict[str, str]]
     pids: dict[str, int] = field(default_factory=dict)
+    # each service's start time (/proc/<pid>/stat, clock ticks since boot): a recorded pid is
+    # this stack's process only while the process with that pid started at that time
+    started: dict[str, int] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         _write_private(path, json.dumps(asdict(self), indent=2))
@@ -301,8 +304,7 @@ def up(
     state_file = state_path(settings)
     if state_file.exists():
         running = StackState.load(state_file)
-        # by the stack id in the processes' environment, not by pid: pids are reused
-        if any(stack_processes(running.stack_id)):
+        if members(running):  # by start time and stack id, not by pid alone: pids are reused
             raise StackError(f"a stack is already running from {settings.home}: `make down` first")
         state_file.unlink()
     for name, port in asdict(ports).items():
@@ -351,6 +353,7 @@ def up(
                     start_new_session=True,
                 )
             state.pids[service.name] = process.pid
+            state.started[service.name] = _start_time(process.pid) or 0
             state.save(state_file)
         deadline = time.monotonic() + timeout
         for service in planned:
@@ -363,35 +366,96 @@ def up(
 
 
 def down(settings: Settings, grace: float = 30.0) -> list[str]:
-    """Stop what `up` started: each service's process group, then any process left that
-    still carries this stack's id (a child that started a session of its own)."""
+    """Stop what `up` started: each service with every process below it, and any process
+    left that still carries this stack's id.
+
+    The tree is taken before any signal: Airflow's api-server and Celery's worker start
+    children in sessions of their own and retitle them (setproctitle), which hides the stack
+    id in /proc/<pid>/environ; once their parent is gone nothing else leads to them.
+    """
     state_file = state_path(settings)
     if not state_file.exists():
         return []
     state = StackState.load(state_file)
-    ours = set(stack_processes(state.stack_id))  # a stale state's pids may be anyone's now
-    leaders = [pid for pid in state.pids.values() if pid in ours]
-    for pid in leaders:
+    found = members(state)
+    for pid in _leaders(state):
         _signal_group(pid, signal.SIGTERM)
-    for pid in ours:
+    for pid in found:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and list(stack_processes(state.stack_id)):
+    while time.monotonic() < deadline and still_running(found):
         time.sleep(0.5)
-    for pid in stack_processes(state.stack_id):
+    found.update(members(state))
+    for pid in still_running(found):
         _signal(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and list(stack_processes(state.stack_id)):
+    while time.monotonic() < deadline and still_running(found):
         time.sleep(0.2)
-    left = list(stack_processes(state.stack_id))
+    left = still_running(found)
     if left:
         raise StackError(f"processes of stack {state.stack_id} survived SIGKILL: {left}")
     state_file.unlink()
     return sorted(state.pids)
 
 
+def members(state: StackState) -> dict[int, int]:
+    """Every live process of the stack, pid -> start time: the services that are still the
+    processes `up` started, everything below them, and whatever carries the stack id."""
+    leaders = _leaders(state)
+    roots = set(leaders) | set(stack_processes(state.stack_id))
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in _processes().items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return {pid: started for pid in found if (started := _start_time(pid)) is not None}
+
+
+def _leaders(state: StackState) -> list[int]:
+    """The recorded services whose pid still names the process `up` started."""
+    return [
+        pid
+        for name, pid in state.pids.items()
+        if name in state.started and _start_time(pid) == state.started[name]
+    ]
+
+
+def still_running(found: dict[int, int]) -> list[int]:
+    return [pid for pid, started in found.items() if _start_time(pid) == started]
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, start time) of every live process."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None:
+                table[int(entry.name)] = (int(fields[1]), int(fields[19]))
+    return table
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name; None for a gone or zombie one."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields
+
+
+def _start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])
+
+
 def stack_processes(stack_id: str) -> Iterator[int]:
-    """Every live process whose environment carries `stack_id` (zombies excluded)."""
+    """Every live process whose environment carries `stack_id` (zombies excluded); a process
+    that retitled itself (setproctitle) no longer shows its environment here."""
     marker = f"{STACK_ID_ENV}={stack_id}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -399,11 +463,10 @@ def stack_processes(stack_id: str) -> Iterator[int]:
         try:
             if marker not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        yield int(entry.name)
+        if _stat(int(entry.name)) is not None:
+            yield int(entry.name)
 
 
 def describe(state: StackState) -> str:
@@ -511,11 +574,7 @@ def _port_free(port: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return _stat(pid) is not None
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -37,9 +37,11 @@ from airflow_client.client.models.backfill_post_body import BackfillPostBody
 from tests.conftest import REPO
 from tests.stack_helpers import (
     AirflowApi,
-    processes_with_marker,
+    processes_mentioning,
     stack_env,
+    stack_members,
     stack_state,
+    survivors,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
@@ -190,7 +192,7 @@ def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, 
         stderr=subprocess.STDOUT,
         text=True,
     )
-    stack_id = None
+    running: dict[int, int] = {}
     began = time.monotonic()
     try:
         up = subprocess.run(
@@ -200,8 +202,6 @@ def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, 
             text=True,
             timeout=600,
         )
-        if (home / "stack" / "state.json").exists():
-            stack_id = stack_state(home)["stack_id"]
         assert up.returncode == 0, (
             f"stack up --production failed:\n{up.stdout}\n{up.stderr}\n{diagnostics(home)}"
         )
@@ -214,8 +214,8 @@ def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, 
         if seeding.poll() is None:
             seeding.kill()
             seeding.wait()
-        if stack_id is None and (home / "stack" / "state.json").exists():
-            stack_id = stack_state(home)["stack_id"]
+        if (home / "stack" / "state.json").exists():
+            running = stack_members(home)
         down = subprocess.run(
             [str(BIN / "driftline"), "stack", "down"],
             env=env,
@@ -224,8 +224,9 @@ def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, 
             timeout=180,
         )
         assert down.returncode == 0, f"stack down failed:\n{down.stdout}\n{down.stderr}"
-        if stack_id is not None:
-            assert processes_with_marker(stack_id) == [], "stack processes survived `down`"
+        assert survivors(running) == [], "stack processes survived `down`"
+        leftovers = processes_mentioning(f"port:{env['DRIFTLINE_AIRFLOW_PORT']}", str(home))
+        assert leftovers == [], f"stack processes survived `down`: {leftovers}"
 
 
 def wait_for_runs(

@@ -8,7 +8,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -73,36 +72,54 @@ def test_production_profile_names_what_is_missing(settings):
 def test_down_stops_its_own_processes_and_their_escaped_children_only(settings):
     stack_id = "test" + os.urandom(4).hex()
     env = {**os.environ, stack.STACK_ID_ENV: stack_id}
-    # a service that starts a child in a session of its own (out of its process group)
+    # a service whose child leaves its process group (a session of its own) and hides the
+    # stack id, as Airflow's api-server and Celery's worker do (setproctitle overwrites the
+    # environment /proc shows): only the tree taken before any signal leads to it
     escaping = (
-        "import subprocess, sys, time;"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'],"
-        " start_new_session=True); time.sleep(300)"
+        "import os, subprocess, sys, time;"
+        f"env = {{k: v for k, v in os.environ.items() if k != '{stack.STACK_ID_ENV}'}};"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'],"
+        " start_new_session=True, env=env);"
+        "print(child.pid, flush=True); time.sleep(300)"
     )
     ours = [
-        subprocess.Popen([sys.executable, "-c", escaping], env=env, start_new_session=True),
+        subprocess.Popen(
+            [sys.executable, "-c", escaping],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ),
         subprocess.Popen(["sleep", "300"], env=env, start_new_session=True),
     ]
+    hidden = int(ours[0].stdout.readline())
     bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
+        started = {name: stack._start_time(p.pid) for name, p in zip("ab", ours, strict=True)}
         state = stack.StackState(
-            stack_id, "local", str(settings.home), {}, {}, {"a": ours[0].pid, "b": ours[1].pid}
+            stack_id,
+            "local",
+            str(settings.home),
+            {},
+            {},
+            {"a": ours[0].pid, "b": ours[1].pid},
+            started,
         )
         state.save(stack.state_path(settings))
-        deadline = time.monotonic() + 10
-        while len(list(stack.stack_processes(stack_id))) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(list(stack.stack_processes(stack_id))) == 3
+        assert hidden not in list(stack.stack_processes(stack_id))  # the marker cannot see it
+        assert set(stack.members(state)) == {ours[0].pid, ours[1].pid, hidden}
 
         assert stack.down(settings, grace=5) == ["a", "b"]
         for process in ours:
             process.wait(timeout=5)
-        assert list(stack.stack_processes(stack_id)) == []
+        assert stack._start_time(hidden) is None  # the hidden child is gone too
         assert bystander.poll() is None  # not ours: untouched
         assert not stack.state_path(settings).exists()
         assert stack.down(settings) == []
     finally:
         bystander.kill()
+        if stack._start_time(hidden) is not None:
+            os.kill(hidden, 9)
         for process in ours:
             process.kill()
 
