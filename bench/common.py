@@ -142,9 +142,9 @@ def scaled_usecases_dir(folder: Path, factor: int) -> Path:
 
 def train_params() -> dict[str, Any]:
     """The `train` section of params.yaml (what the DVC train stage passes to model.fit)."""
-    import yaml
+    from driftline.stages import read_params
 
-    return dict(yaml.safe_load((REPO / "params.yaml").read_text())["train"])
+    return dict(read_params(REPO)["train"])
 
 
 def feature_schema(usecase):

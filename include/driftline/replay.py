@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -43,8 +43,9 @@ NEVER, MONTHLY, NIGHTLY, DRIFT = "never", "monthly", "nightly", "drift"
 POLICIES = (NEVER, MONTHLY, NIGHTLY, DRIFT)
 NIGHTS_FILE = "nights.csv"
 DAG_ID = "driftline-replay"
-# Stores that would otherwise come from the environment and be shared by every policy.
-SHARED_STORE_ENVS = ("MLFLOW_TRACKING_URI", HISTORY_URL_ENV, DVC_REMOTE_ENV, MLFLOW_ARTIFACTS_ENV)
+# Stores that would otherwise come from the environment and be shared by every policy
+# (besides MLFLOW_TRACKING_URI, which the base settings hold).
+SHARED_STORE_ENVS = (HISTORY_URL_ENV, DVC_REMOTE_ENV, MLFLOW_ARTIFACTS_ENV)
 
 
 class ReplayError(RuntimeError):
@@ -101,7 +102,7 @@ def policy_settings(base: Settings, out: Path, policy: str, usecase: UseCase) ->
     # MLflow's set_tracking_uri() writes $MLFLOW_TRACKING_URI: the base settings hold what it
     # was before any policy ran
     shared = {"MLFLOW_TRACKING_URI": base.mlflow_uri} | {
-        name: os.environ.get(name) for name in SHARED_STORE_ENVS[1:]
+        name: os.environ.get(name) for name in SHARED_STORE_ENVS
     }
     for name, value in shared.items():
         if value:
@@ -289,18 +290,14 @@ def _replay(
             request = retraining_request(usecase, policy, judged, verdict)
             trained_at = time.perf_counter()
             result = training.train(usecase, settings, request, DAG_ID, f"{policy}__{night}")
-            record = _with(
+            record = replace(
                 record,
                 new_version=result["version"],
                 promoted=result["promoted"],
                 training_seconds=round(time.perf_counter() - trained_at, 2),
             )
-        record = _with(record, night_seconds=round(time.perf_counter() - began, 2))
+        record = replace(record, night_seconds=round(time.perf_counter() - began, 2))
         _append(path, record)
         records.append(record)
         progress(record)
     return records
-
-
-def _with(record: NightRecord, **changes) -> NightRecord:
-    return NightRecord(**{**asdict(record), **changes})

@@ -404,7 +404,7 @@ def members(state: StackState) -> dict[int, int]:
     leaders = _leaders(state)
     roots = set(leaders) | set(stack_processes(state.stack_id))
     children: dict[int, list[int]] = {}
-    for pid, (parent, _) in _processes().items():
+    for pid, parent in _parents().items():
         children.setdefault(parent, []).append(pid)
     found, todo = set(), list(roots)
     while todo:
@@ -428,14 +428,14 @@ def still_running(found: dict[int, int]) -> list[int]:
     return [pid for pid, started in found.items() if _start_time(pid) == started]
 
 
-def _processes() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, start time) of every live process."""
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live process."""
     table = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _stat(int(entry.name))
             if fields is not None:
-                table[int(entry.name)] = (int(fields[1]), int(fields[19]))
+                table[int(entry.name)] = int(fields[1])
     return table
 
 
