@@ -1,18 +1,24 @@
-"""Airflow's overhead: one nightly ETL -> monitoring chain through `airflow dags test` against
-the same core functions in-process; and each DAG file's parse time.
+"""Airflow's overhead: one nightly ETL -> monitoring chain run by the scheduler of a real
+`driftline stack up` stack, against the same core functions in-process; and each DAG file's
+parse time.
 
-Setup (not measured): a temporary AIRFLOW_HOME (SQLite, `airflow db migrate`) and
-DRIFTLINE_HOME, a seeded SQLite source given by DRIFTLINE_FLIGHTS_SOURCE_URL, the window and
-holdout days loaded by driftline.etl.run_day, and a champion trained by
-driftline.training.train (dvc repro, MLflow, gate; force_promote so a champion exists) on
-January (quick: 3 days), its drift reference fetched once.
+Setup (not measured): a temporary DRIFTLINE_HOME and AIRFLOW_HOME, a seeded SQLite source
+given by DRIFTLINE_FLIGHTS_SOURCE_URL, the window and holdout days loaded by
+driftline.etl.run_day, and a champion trained by driftline.training.train (dvc repro, MLflow,
+gate; force_promote so a champion exists) on January (quick: 3 days), its drift reference
+fetched once. Then `driftline stack up` (the embedded default: LocalExecutor on SQLite, the
+api-server, scheduler, dag-processor, triggerer, MLflow and Evidently UIs) on free ports,
+with a use-case override whose start_date and end_date are the night after the holdout.
 
-Platform: the night after the holdout, as the scheduler would run it (logical date = midnight
-New York after the day, like the Makefile's RUN_AT): `airflow dags test flights_etl <date>`
-then `airflow dags test flights_monitoring <date>`, wall time of each CLI process.
+Platform: flights_etl and flights_monitoring are unpaused through the REST API; the
+scheduler's catchup runs flights_etl for exactly that night (the override bounds it), then a
+backfill of the same night runs flights_monitoring, as an operator would start one. Wall time
+from the unpause to the ETL run's end, and from the backfill's creation to the monitoring
+run's end (polled every 0.5 s); the task instances' own durations are reported too, so the
+rest is the scheduler's (queueing, task start-up, sensors' pokes).
 
-Baseline, same run, same night: a fresh Python process running the same core functions
-in-process (driftline.etl.run_day, scoring.score_day, monitoring.report_night,
+Baseline, same run, same night, after `stack down`: a fresh Python process running the same
+core functions in-process (driftline.etl.run_day, scoring.score_day, monitoring.report_night,
 monitoring.decide_night), wall time; the functions' own time is reported too. It runs after
 Airflow, so it replaces the night's outputs (a little more work than Airflow had to do).
 
@@ -28,6 +34,8 @@ import contextlib
 import datetime as dt
 import logging
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
@@ -49,6 +57,8 @@ from bench.common import (
 
 FULL = {"window_end": dt.date(2013, 1, 31), "window_days": 31}
 QUICK = {"window_end": dt.date(2013, 1, 3), "window_days": 3}
+ETL_DAG, MONITORING_DAG = "flights_etl", "flights_monitoring"
+POLL_SECONDS = 0.5
 TRIVIAL_DAG = '''"""A trivial DAG file: what parsing costs Airflow itself."""
 from airflow.sdk import DAG
 
@@ -62,13 +72,6 @@ def extra_arguments(parser) -> None:
     parser.add_argument("--night", type=dt.date.fromisoformat)
     parser.add_argument("--file", type=Path)
     parser.add_argument("--bundle", type=Path)
-
-
-def logical_date(day: dt.date, timezone: str) -> str:
-    """The logical date of the nightly run that processes `day` (the Makefile's RUN_AT)."""
-    import pendulum
-
-    return pendulum.datetime(day.year, day.month, day.day, tz=timezone).add(days=1).isoformat()
 
 
 # --- children ---------------------------------------------------------------------------------
@@ -126,14 +129,123 @@ def checked(run, what: str, needs_result: bool = True):
     return run
 
 
-def airflow_run(env, dag_id: str, date: str, log: Path):
-    run = run_child(["airflow", "dags", "test", dag_id, date], env, timeout=3600)
-    log.write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
-    if run.returncode != 0:
-        raise SystemExit(
-            f"airflow dags test {dag_id} {date} failed; log {log}:\n{run.stdout[-3000:]}"
-        )
-    return run
+def one_night_usecases(folder: Path, night: dt.date) -> Path:
+    """flights.yaml whose calendar is the one night (catchup schedules exactly that run) and
+    whose rule stays quiet (no training is started while the chain is timed)."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "usecases" / "flights.yaml").read_text())
+    config["start_date"] = config["end_date"] = night.isoformat()
+    config["monitoring"]["rule"].update(drift_share=1.0, quality_drop=None)
+    folder.mkdir(parents=True)
+    (folder / "flights.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def stack_env(env: dict[str, str], usecases: Path) -> dict[str, str]:
+    """The bench's environment for `driftline stack up`: free ports, the one-night use-case."""
+    from tests.stack_helpers import free_port
+
+    names = ("AIRFLOW", "MLFLOW", "EVIDENTLY", "WORKER_LOG", "TRIGGER_LOG")
+    ports = {f"DRIFTLINE_{name}_PORT": str(free_port()) for name in names}
+    extra = {
+        "DRIFTLINE_USECASES_DIR": str(usecases),
+        "DRIFTLINE_EXPECTATIONS_DIR": str(REPO / "expectations"),
+    }
+    return {**env, **ports, **extra}
+
+
+@dataclass
+class ScheduledRun:
+    """One DAG run as the scheduler ran it: wall time seen by the operator, task time inside."""
+
+    dag_id: str
+    run_id: str
+    wall: float  # from the unpause / backfill request to the run's end, as polled
+    tasks: float  # the task instances' own durations, summed
+    states: dict[str, str]
+
+
+def run_through_scheduler(api, dag_id: str, start, timeout: float = 1800) -> ScheduledRun:
+    """Call `start()` (unpause, or create a backfill), then wait for the DAG's one run."""
+    from airflow_client.client.api.task_instance_api import TaskInstanceApi
+
+    began = time.perf_counter()
+    start()
+    while True:
+        runs = api.runs(dag_id)
+        done = [r for r in runs if str(r.state.value) in ("success", "failed")]
+        if done:
+            wall = time.perf_counter() - began
+            break
+        if time.perf_counter() - began > timeout:
+            raise SystemExit(f"{dag_id}: no run finished in {timeout:.0f} s: {runs}")
+        time.sleep(POLL_SECONDS)
+    run = done[0]
+    instances = TaskInstanceApi(api.client).get_task_instances(dag_id, run.dag_run_id)
+    states = {
+        ti.task_id: str(ti.state.value) if ti.state else "none" for ti in instances.task_instances
+    }
+    if str(run.state.value) != "success":
+        raise SystemExit(f"{dag_id} {run.dag_run_id} ended {run.state.value}: {states}")
+    tasks = sum(ti.duration or 0.0 for ti in instances.task_instances)
+    return ScheduledRun(dag_id, run.dag_run_id, wall, tasks, states)
+
+
+def log_tails(home: Path, lines: int = 30) -> str:
+    """The end of each service's log and of each task log: what to read when a run failed."""
+    logs = [
+        *sorted((home / "stack" / "logs").glob("*.log")),
+        *sorted(home.rglob("task_id=*/**/*.log")),
+    ]
+    return "\n".join(
+        f"--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        for log in logs
+    )
+
+
+def scheduled_chain(env: dict[str, str], night: dt.date, timezone: str):
+    """`driftline stack up`, the night's flights_etl (catchup) then flights_monitoring
+    (backfill) through its scheduler, `driftline stack down`."""
+    import json
+
+    import pendulum
+    from airflow_client.client.api.backfill_api import BackfillApi
+    from airflow_client.client.models.backfill_post_body import BackfillPostBody
+    from tests.stack_helpers import AirflowApi
+
+    home = Path(env["DRIFTLINE_HOME"])
+    up = run_child(["driftline", "stack", "up", "--timeout", "600"], env, timeout=900)
+    try:
+        if up.returncode != 0:
+            raise SystemExit(
+                f"driftline stack up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+            )
+        state = json.loads((home / "stack" / "state.json").read_text())
+        login = state["login"]["airflow"]
+        api = AirflowApi(state["urls"]["airflow"], login["user"], login["password"])
+        api.wait_for_dags({ETL_DAG, MONITORING_DAG})
+        if api.import_errors():
+            raise SystemExit(f"DAG import errors: {api.import_errors()}")
+        etl_run = run_through_scheduler(api, ETL_DAG, lambda: api.unpause(ETL_DAG))
+        midnight = pendulum.datetime(night.year, night.month, night.day, tz=timezone)
+
+        def backfill() -> None:
+            api.unpause(MONITORING_DAG)
+            body = BackfillPostBody(
+                dag_id=MONITORING_DAG, from_date=midnight, to_date=midnight, max_active_runs=1
+            )
+            BackfillApi(api.client).create_backfill(body)
+
+        monitoring_run = run_through_scheduler(api, MONITORING_DAG, backfill)
+    except BaseException:
+        sys.stderr.write(log_tails(home) + "\n")
+        raise
+    finally:
+        down = run_child(["driftline", "stack", "down"], env, timeout=300)
+        if down.returncode != 0:
+            raise SystemExit(f"driftline stack down failed:\n{down.stdout}\n{down.stderr}")
+    return up, etl_run, monitoring_run
 
 
 def parse_times(env, root: Path) -> dict:
@@ -181,13 +293,7 @@ def main() -> None:
             force_promote=True,
         )
         night = request.holdout_end + dt.timedelta(days=1)
-        date = logical_date(night, usecase.timezone)
         seed_source(usecase, url, first=request.window_start, last=night)
-        migrate = checked(
-            run_child(["airflow", "db", "migrate"], env, timeout=1800),
-            "migrate",
-            needs_result=False,
-        )
         with timed() as backfill:
             for day in days(request.window_start, request.holdout_end):
                 etl.run_day(usecase, settings, day, url)
@@ -199,12 +305,12 @@ def main() -> None:
         champion = monitoring.champion_facts(usecase, settings, trained["version"])
         monitoring.reference_sample(usecase, settings, champion)  # fetched once, as in service
 
-        etl_run = airflow_run(env, "flights_etl", date, root / "flights_etl.log")
+        env = stack_env(env, one_night_usecases(root / "usecases", night))
+        up, etl_run, monitoring_run = scheduled_chain(env, night, usecase.timezone)
         if not (settings.partition_dir(usecase.name, night) / etl.PARTITION_FILE).exists():
-            raise SystemExit(f"flights_etl {date} left no partition for {night}")
-        monitoring_run = airflow_run(env, "flights_monitoring", date, root / "monitoring.log")
+            raise SystemExit(f"flights_etl left no partition for {night}")
         if not (settings.reports_dir(usecase.name, night) / "drift.html").exists():
-            raise SystemExit(f"flights_monitoring {date} left no drift report for {night}")
+            raise SystemExit(f"flights_monitoring left no drift report for {night}")
         inproc = checked(
             run_child(
                 ["-m", "bench.bench_airflow", "--child", "inproc", "--night", night.isoformat()],
@@ -216,21 +322,19 @@ def main() -> None:
 
     steps = inproc.result["steps"]
     functions = sum(steps.values())
-    airflow_total = etl_run.seconds + monitoring_run.seconds
-    table = Table(f"bench_airflow: the night {night} (logical date {date})", args.quick)
+    chain = etl_run.wall + monitoring_run.wall
+    table = Table(f"bench_airflow: the night {night}, through the scheduler", args.quick)
+    table.add("ETL -> monitoring: scheduler vs fresh process", chain, "s", inproc.seconds)
+    table.add("ETL -> monitoring: scheduler vs functions only", chain, "s", functions)
+    table.add("  flights_etl: scheduler vs run_day", etl_run.wall, "s", steps["run_day"])
     table.add(
-        "ETL -> monitoring: airflow dags test vs fresh process", airflow_total, "s", inproc.seconds
-    )
-    table.add(
-        "ETL -> monitoring: airflow dags test vs functions only", airflow_total, "s", functions
-    )
-    table.add("  flights_etl: dags test vs run_day", etl_run.seconds, "s", steps["run_day"])
-    table.add(
-        "  flights_monitoring: dags test vs score+report+decide",
-        monitoring_run.seconds,
+        "  flights_monitoring: scheduler vs score+report+decide",
+        monitoring_run.wall,
         "s",
         functions - steps["run_day"],
     )
+    for run in (etl_run, monitoring_run):
+        table.add(f"  {run.dag_id}: task instances' own time vs run wall", run.tasks, "s", run.wall)
     for name, seconds in steps.items():
         table.add(f"  in-process {name}", seconds, "s")
     table.add(
@@ -245,7 +349,7 @@ def main() -> None:
             baseline["parse"],
         )
     table.add("import airflow.sdk + DagBag (per parse process)", baseline["import_airflow"], "s")
-    table.add("setup: airflow db migrate", migrate.seconds, "s")
+    table.add("setup: driftline stack up (db migrate, services healthy)", up.seconds, "s")
     table.add(
         f"setup: ETL of {request.window_start}..{request.holdout_end} in-process",
         backfill.seconds,
@@ -253,10 +357,13 @@ def main() -> None:
     )
     table.add("setup: training.train (champion)", train.seconds, "s")
     table.note(f"drift sensor decision on {night}: {inproc.result['decision']}")
+    for run in (etl_run, monitoring_run):
+        table.note(f"{run.dag_id} {run.run_id}: {run.states}")
     table.note(
-        "'fresh process' = a new python running the four core functions (imports included), "
-        "like one `airflow dags test` process per DAG but without Airflow; parse = "
-        "BundleDagBag(<file>) in a fresh process after `import airflow.sdk`."
+        "scheduler = `driftline stack up` (LocalExecutor, SQLite), wall from the unpause "
+        "(flights_etl) or the backfill request (flights_monitoring) to the run's end; "
+        "'fresh process' = a new python running the four core functions (imports included); "
+        "parse = BundleDagBag(<file>) in a fresh process after `import airflow.sdk`."
     )
     table.finish(args)
     return None
