@@ -8,12 +8,13 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import airflow_client.client as airflow_client
 import httpx
+import pytest
 from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.api.import_error_api import ImportErrorApi
@@ -24,6 +25,7 @@ from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRun
 from tests.conftest import REPO
 
 FINISHED = {"success", "failed"}
+GREEN = {"success", "skipped"}  # what every task instance of a good run ends as
 
 
 def free_port() -> int:
@@ -151,3 +153,53 @@ class AirflowApi:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         instances = TaskInstanceApi(self.client).get_task_instances(dag_id, run_id).task_instances
         return {ti.task_id: str(ti.state.value) if ti.state else "none" for ti in instances}
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+
+
+def diagnostics(home: Path, failed: list[tuple[str, str, str]] = ()) -> str:
+    """Tails of the stack's logs and of the task logs of `failed` (dag, run, task)."""
+    parts = [
+        f"--- {log.name}\n{tail(log)}" for log in sorted((home / "stack" / "logs").glob("*.log"))
+    ]
+    task_logs = home / "airflow" / "logs"
+    for dag_id, run_id, task_id in failed:
+        for log in sorted(task_logs.glob(f"dag_id={dag_id}/*/task_id={task_id}/**/*.log")):
+            if f"run_id={run_id}" in str(log):
+                parts.append(f"--- task log {log.relative_to(task_logs)}\n{tail(log, 80)}")
+    return "\n".join(parts)
+
+
+def wait_for_runs(
+    api: AirflowApi,
+    home: Path,
+    dag_id: str,
+    ready: Callable[[list], bool],
+    what: str,
+    timeout: float = 720,
+) -> list:
+    """Poll the DAG's runs until `ready(runs)` holds; fail at once when one of them fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = api.runs(dag_id)
+        failed = [r.dag_run_id for r in runs if str(r.state.value) == "failed"]
+        if failed:
+            states = {run_id: api.task_states(dag_id, run_id) for run_id in failed}
+            red = [
+                (dag_id, run_id, task_id)
+                for run_id, tasks in states.items()
+                for task_id, state in tasks.items()
+                if state not in GREEN
+            ]
+            pytest.fail(f"{dag_id} runs failed: {states}\n{diagnostics(home, red)}")
+        if ready(runs):
+            return runs
+        if time.monotonic() > deadline:
+            detail = {r.dag_run_id: api.task_states(dag_id, r.dag_run_id) for r in runs}
+            pytest.fail(f"{dag_id} not {what} in {timeout:.0f} s: {detail}\n{diagnostics(home)}")
+        time.sleep(3)

@@ -480,6 +480,32 @@ def stack_down(ctx: _Context) -> None:
     click.echo(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running")
 
 
+@stack.command("restart")
+@click.argument(
+    "service",
+    type=click.Choice(
+        [
+            "api-server",
+            "scheduler",
+            "dag-processor",
+            "triggerer",
+            "mlflow",
+            "evidently",
+            "celery-worker",
+        ]
+    ),
+)
+@click.option("--timeout", default=240, show_default=True, help="Seconds to wait for health.")
+@pass_context
+def stack_restart(ctx: _Context, service: str, timeout: int) -> None:
+    """Restart one service of the running stack, e.g. after it crashed: what is left of it is
+    stopped first. Run it with the environment (ports) `stack up` had."""
+    from driftline import stack as operator_stack
+
+    operator_stack.restart(ctx.settings, service, timeout=timeout)
+    click.echo(f"restarted: {service}")
+
+
 def _quarantine_summary(folder: Path, loaded: dict[dt.date, Path]) -> str:
     import json
 

@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -342,19 +342,7 @@ def up(
     planned = services(settings, ports, prod)
     try:
         for service in planned:
-            with open(logs / f"{service.name}.log", "ab") as log:
-                process = subprocess.Popen(  # noqa: S603 - our own binaries, argv list
-                    service.argv,
-                    env=env,
-                    cwd=settings.home,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            state.pids[service.name] = process.pid
-            state.started[service.name] = _start_time(process.pid) or 0
-            state.save(state_file)
+            _start(service, env, settings, state)
         deadline = time.monotonic() + timeout
         for service in planned:
             _wait_healthy(service, state.pids[service.name], logs, deadline)
@@ -371,7 +359,8 @@ def down(settings: Settings, grace: float = 30.0) -> list[str]:
 
     The tree is taken before any signal: Airflow's api-server and Celery's worker start
     children in sessions of their own and retitle them (setproctitle), which hides the stack
-    id in /proc/<pid>/environ; once their parent is gone nothing else leads to them.
+    id in /proc/<pid>/environ; once their parent is gone nothing else leads to them. What a
+    crashed service left in its session is found by the session (see `members`).
     """
     state_file = state_path(settings)
     if not state_file.exists():
@@ -380,12 +369,74 @@ def down(settings: Settings, grace: float = 30.0) -> list[str]:
     found = members(state)
     for pid in _leaders(state):
         _signal_group(pid, signal.SIGTERM)
+    try:
+        _stop(found, grace, again=lambda: members(state))
+    except StackError as exc:
+        raise StackError(f"stack {state.stack_id}: {exc}") from exc
+    state_file.unlink()
+    return sorted(state.pids)
+
+
+def restart(
+    settings: Settings,
+    name: str,
+    base_env: Mapping[str, str] | None = None,
+    timeout: float = 180.0,
+) -> StackState:
+    """Stop one service of the running stack (whatever is left of it, if it crashed) and start
+    it again with the stack's environment; `base_env` must give the ports `up` was given."""
+    base_env = dict(os.environ if base_env is None else base_env)
+    state_file = state_path(settings)
+    if not state_file.exists():
+        raise StackError(f"no stack is running from {settings.home}: `make up` first")
+    state = StackState.load(state_file)
+    ports = Ports.from_env(base_env)
+    prod = Production.from_env(base_env, settings.home) if state.profile == "production" else None
+    known = {service.name: service for service in services(settings, ports, prod)}
+    if name not in known or name not in state.pids:
+        raise StackError(f"no service {name!r} in this stack: {sorted(state.pids)}")
+    _stop(members(state, [name]))
+    env = environment(settings, ports, credentials(settings), state.stack_id, prod, base_env)
+    _start(known[name], env, settings, state)
+    deadline = time.monotonic() + timeout
+    _wait_healthy(known[name], state.pids[name], stack_dir(settings) / "logs", deadline)
+    if name in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        _wait_airflow_components(state.urls["airflow"], deadline, stack_dir(settings) / "logs")
+    return state
+
+
+def _start(service: Service, env: Mapping[str, str], settings: Settings, state: StackState) -> None:
+    """Start `service` in a session of its own, logging to stack/logs; record it in `state`."""
+    logs = stack_dir(settings) / "logs"
+    with open(logs / f"{service.name}.log", "ab") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own binaries, argv list
+            service.argv,
+            env=env,
+            cwd=settings.home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    state.pids[service.name] = process.pid
+    state.started[service.name] = _start_time(process.pid) or 0
+    state.save(state_path(settings))
+
+
+def _stop(
+    found: dict[int, int],
+    grace: float = 30.0,
+    again: Callable[[], dict[int, int]] | None = None,
+) -> None:
+    """SIGTERM `found` (pid -> start time), SIGKILL what is left after `grace` seconds, with
+    what `again()` finds then (children started meanwhile)."""
     for pid in found:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and still_running(found):
         time.sleep(0.5)
-    found.update(members(state))
+    if again is not None:
+        found = {**found, **again()}
     for pid in still_running(found):
         _signal(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -393,16 +444,18 @@ def down(settings: Settings, grace: float = 30.0) -> list[str]:
         time.sleep(0.2)
     left = still_running(found)
     if left:
-        raise StackError(f"processes of stack {state.stack_id} survived SIGKILL: {left}")
-    state_file.unlink()
-    return sorted(state.pids)
+        raise StackError(f"processes survived SIGKILL: {left}")
 
 
-def members(state: StackState) -> dict[int, int]:
-    """Every live process of the stack, pid -> start time: the services that are still the
-    processes `up` started, everything below them, and whatever carries the stack id."""
-    leaders = _leaders(state)
-    roots = set(leaders) | set(stack_processes(state.stack_id))
+def members(state: StackState, names: Iterable[str] | None = None) -> dict[int, int]:
+    """Every live process of the stack (or of the services `names`), pid -> start time: the
+    services that are still the processes `up` started, the sessions they started (what a
+    crashed service leaves behind: LocalExecutor's workers outlive a killed scheduler),
+    everything below those, and (for the whole stack) whatever carries the stack id."""
+    chosen = set(state.pids if names is None else names)
+    roots = set(_leaders(state, chosen)) | set(_orphans(state, chosen))
+    if names is None:
+        roots |= set(stack_processes(state.stack_id))
     children: dict[int, list[int]] = {}
     for pid, parent in _parents().items():
         children.setdefault(parent, []).append(pid)
@@ -415,13 +468,36 @@ def members(state: StackState) -> dict[int, int]:
     return {pid: started for pid in found if (started := _start_time(pid)) is not None}
 
 
-def _leaders(state: StackState) -> list[int]:
+def _leaders(state: StackState, names: Iterable[str] | None = None) -> list[int]:
     """The recorded services whose pid still names the process `up` started."""
     return [
         pid
         for name, pid in state.pids.items()
-        if name in state.started and _start_time(pid) == state.started[name]
+        if (names is None or name in names)
+        and name in state.started
+        and _start_time(pid) == state.started[name]
     ]
+
+
+def _orphans(state: StackState, names: Iterable[str]) -> list[int]:
+    """Processes in the session of a recorded service that started after it. `up` starts
+    each service in a session of its own (session id = its pid), and a pid is not reused
+    while its session has members: so unless the pid now names another process (whose
+    session it then is), they are what the service left when it died."""
+    sessions = {
+        state.pids[name]: state.started[name]
+        for name in names
+        if name in state.started and _start_time(state.pids[name]) in (None, state.started[name])
+    }
+    found = []
+    for entry in Path("/proc").iterdir():
+        fields = _stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields is None:
+            continue
+        session, started = int(fields[3]), int(fields[19])
+        if session in sessions and started >= sessions[session]:
+            found.append(int(entry.name))
+    return found
 
 
 def still_running(found: dict[int, int]) -> list[int]:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -36,12 +36,15 @@ from airflow_client.client.models.backfill_post_body import BackfillPostBody
 
 from tests.conftest import REPO
 from tests.stack_helpers import (
+    GREEN,
     AirflowApi,
+    diagnostics,
     processes_mentioning,
     stack_env,
     stack_members,
     stack_state,
     survivors,
+    wait_for_runs,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
@@ -61,7 +64,6 @@ WINDOW_END = dt.date(2013, 1, 1)
 NIGHTS = (dt.date(2013, 1, 3), dt.date(2013, 1, 4))
 LAST_DAY = NIGHTS[-1]
 TRAIN_RUN = "production_test__train"
-GREEN = {"success", "skipped"}
 SETUP: dict[str, float] = {}  # seconds the fixture took, printed with the test's own
 
 
@@ -89,26 +91,6 @@ def small_usecases(folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / f"{USECASE}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return folder
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as exc:
-        return f"(unreadable: {exc})"
-
-
-def diagnostics(home: Path, failed: list[tuple[str, str, str]] = ()) -> str:
-    """Tails of the stack's logs and of the task logs of `failed` (dag, run, task)."""
-    parts = [
-        f"--- {log.name}\n{tail(log)}" for log in sorted((home / "stack" / "logs").glob("*.log"))
-    ]
-    task_logs = home / "airflow" / "logs"
-    for dag_id, run_id, task_id in failed:
-        for log in sorted(task_logs.glob(f"dag_id={dag_id}/*/task_id={task_id}/**/*.log")):
-            if f"run_id={run_id}" in str(log):
-                parts.append(f"--- task log {log.relative_to(task_logs)}\n{tail(log, 80)}")
-    return "\n".join(parts)
 
 
 @pytest.fixture
@@ -227,36 +209,6 @@ def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, 
         assert survivors(running) == [], "stack processes survived `down`"
         leftovers = processes_mentioning(f"port:{env['DRIFTLINE_AIRFLOW_PORT']}", str(home))
         assert leftovers == [], f"stack processes survived `down`: {leftovers}"
-
-
-def wait_for_runs(
-    api: AirflowApi,
-    home: Path,
-    dag_id: str,
-    ready: Callable[[list], bool],
-    what: str,
-    timeout: float = 720,
-) -> list:
-    """Poll the DAG's runs until `ready(runs)` holds; fail at once when one of them fails."""
-    deadline = time.monotonic() + timeout
-    while True:
-        runs = api.runs(dag_id)
-        failed = [r.dag_run_id for r in runs if str(r.state.value) == "failed"]
-        if failed:
-            states = {run_id: api.task_states(dag_id, run_id) for run_id in failed}
-            red = [
-                (dag_id, run_id, task_id)
-                for run_id, tasks in states.items()
-                for task_id, state in tasks.items()
-                if state not in GREEN
-            ]
-            pytest.fail(f"{dag_id} runs failed: {states}\n{diagnostics(home, red)}")
-        if ready(runs):
-            return runs
-        if time.monotonic() > deadline:
-            detail = {r.dag_run_id: api.task_states(dag_id, r.dag_run_id) for r in runs}
-            pytest.fail(f"{dag_id} not {what} in {timeout:.0f} s: {detail}\n{diagnostics(home)}")
-        time.sleep(3)
 
 
 def finished(runs: list, count: int, before: dt.date | None = None) -> bool:

@@ -152,3 +152,49 @@ def test_a_stale_state_never_signals_a_process_that_is_not_the_stacks(settings):
         assert not stack.state_path(settings).exists()
     finally:
         stranger.kill()
+
+
+def test_what_a_crashed_service_left_in_its_session_is_found_and_stopped(settings):
+    """LocalExecutor's workers outlive a SIGKILLed scheduler: reparented, retitled, still in
+    the scheduler's session. `members` finds them by that session; `down` stops them."""
+    stack_id = "test" + os.urandom(4).hex()
+    leaving = (
+        "import os, subprocess, sys, time;"
+        f"env = {{k: v for k, v in os.environ.items() if k != '{stack.STACK_ID_ENV}'}};"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], env=env);"
+        "print(child.pid, flush=True); time.sleep(300)"
+    )
+    service = subprocess.Popen(
+        [sys.executable, "-c", leaving],
+        env={**os.environ, stack.STACK_ID_ENV: stack_id},
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    orphan = int(service.stdout.readline())
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        state = stack.StackState(
+            stack_id,
+            "local",
+            str(settings.home),
+            {},
+            {},
+            {"scheduler": service.pid},
+            {"scheduler": stack._start_time(service.pid)},
+        )
+        state.save(stack.state_path(settings))
+        service.kill()  # the crash
+        service.wait(timeout=5)
+        assert stack._start_time(orphan) is not None  # left behind, no marker, no parent
+        assert set(stack.members(state, ["scheduler"])) == {orphan}
+        assert set(stack.members(state)) == {orphan}
+
+        assert stack.down(settings, grace=5) == ["scheduler"]
+        assert stack._start_time(orphan) is None
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        if stack._start_time(orphan) is not None:
+            os.kill(orphan, 9)
+        service.stdout.close()
