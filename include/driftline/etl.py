@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import io
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,8 +91,22 @@ class LoadResult:
         }
 
 
+# Query parameters that can carry a credential in a database URL (psycopg2 takes ?password=,
+# ?sslpassword=; cloud drivers take keys and tokens): masked like the password.
+_CREDENTIAL_PARAM = re.compile(r"pass|secret|token|key|credential|auth", re.IGNORECASE)
+
+
 def masked_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    """`url` fit for a log line, a message or a return value: its password is `***`, and so is
+    every query parameter that may hold a credential. A string that is not a URL SQLAlchemy can
+    parse still has any `user:password@` part masked."""
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    hidden = {key: "***" for key in parsed.query if _CREDENTIAL_PARAM.search(key)}
+    rendered = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return rendered.replace("=%2A%2A%2A", "=***")
 
 
 def source_engine(url: str) -> sa.Engine:
@@ -246,7 +261,9 @@ def run_day(
     tables = extract(usecase, source_url or settings.source_url(usecase), window)
     batch = build_batch(usecase, settings, day, tables)
     outcome = gate_batch(batch, usecase, settings, day)
-    return load_partition(batch, usecase, settings, day, outcome.summary())
+    # the hash the DAG's staged batch file would have: both paths write identical partitions
+    digest = storage.parquet_sha256(batch)
+    return load_partition(batch, usecase, settings, day, outcome.summary(), batch_sha256=digest)
 
 
 # The same steps split at the DAG's task boundaries: each hands the next a small dict

@@ -6,6 +6,8 @@ to disk, then renamed over the target with os.replace, which POSIX makes atomic.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -82,22 +84,40 @@ def write_parquet(
     return target
 
 
+def parquet_sha256(frame: pd.DataFrame) -> str:
+    """SHA-256 of the file `write_parquet(frame, path)` writes (without metadata)."""
+    buffer = io.BytesIO()
+    pq.write_table(to_arrow(frame), buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
 def to_arrow(frame: pd.DataFrame) -> pa.Table:
     """Arrow table of `frame`; object columns of mixed types are written as their text.
 
     Such columns only occur in bad batches (e.g. a number column holding a word); keeping
     the text preserves what arrived for the quarantine, and the column stays `object` typed
-    in pandas so the expectation suite still reports it.
+    in pandas so the expectation suite still reports it. Text mixed with bytes counts as mixed:
+    Arrow would store the whole column as bytes, and every text value would come back as bytes.
     """
     try:
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if not any(
+            pa.types.is_binary(field.type) and _holds_text(frame[field.name])
+            for field in table.schema
+        ):
+            return table
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        mixed = {
-            column: frame[column].map(lambda v: v if v is None or pd.isna(v) else str(v))
-            for column in frame.columns
-            if frame[column].dtype == object
-        }
-        return pa.Table.from_pandas(frame.assign(**mixed), preserve_index=False)
+        pass
+    mixed = {
+        column: frame[column].map(lambda v: v if v is None or pd.isna(v) else str(v))
+        for column in frame.columns
+        if frame[column].dtype == object
+    }
+    return pa.Table.from_pandas(frame.assign(**mixed), preserve_index=False)
+
+
+def _holds_text(column: pd.Series) -> bool:
+    return bool(column.map(lambda v: isinstance(v, str)).any())
 
 
 def read_parquet_metadata(path: Path) -> dict[str, Any]:

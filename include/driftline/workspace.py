@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,11 +95,7 @@ class Workspace:
         opens the workspace, and a `dvc remote list` costs about 0.8 s.
         """
         endpoint = os.environ.get(DVC_REMOTE_ENDPOINT_ENV)
-        config = configparser.ConfigParser()
-        config.read(self.root / ".dvc" / "config")
-        names = [n for n in ("'remote \"storage\"'", 'remote "storage"') if config.has_section(n)]
-        section = config[names[0]] if names else {}  # DVC writes the name in quotes
-        is_default = config.get("core", "remote", fallback=None) == "storage"
+        section, is_default = self._remote_config()
         if (
             section.get("url") == remote
             and is_default
@@ -156,8 +152,25 @@ class Workspace:
         self.run("git", "commit", "-q", "--allow-empty", "-m", message)
         return self.run("git", "rev-parse", "HEAD")
 
+    def _remote_config(self) -> tuple[Mapping[str, str], bool]:
+        """The `storage` remote's section of .dvc/config, and whether it is the default."""
+        config = configparser.ConfigParser()
+        config.read(self.root / ".dvc" / "config")
+        names = [n for n in ("'remote \"storage\"'", 'remote "storage"') if config.has_section(n)]
+        section = config[names[0]] if names else {}  # DVC writes the name in quotes
+        return section, config.get("core", "remote", fallback=None) == "storage"
+
     def push(self) -> None:
-        self.run("dvc", "push", "-q")
+        """`dvc push`; a failure names the remote (and DVC's own reason: not quiet, since
+        `-q` also hides the error)."""
+        try:
+            self.run("dvc", "push")
+        except WorkspaceError as exc:
+            section, _ = self._remote_config()
+            where = section.get("url", "?")
+            if section.get("endpointurl"):
+                where += f" (endpoint {section['endpointurl']})"
+            raise WorkspaceError(f"the DVC remote {where} is unavailable: {exc}") from exc
 
     def tag(self, name: str, commit: str) -> None:
         self.run("git", "tag", "-f", name, commit)

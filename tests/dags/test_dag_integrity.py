@@ -66,6 +66,8 @@ def test_house_rules(dagbag):
         assert dag.doc_md and "When it fails" in dag.doc_md, f"{dag_id} doc_md lacks what to do"
         for task in dag.tasks:
             assert task.retries >= 2, f"{dag_id}.{task.task_id} retries {task.retries}"
+            assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id}: no back-off"
+            assert task.retry_delay.total_seconds() >= 30, f"{dag_id}.{task.task_id} retry_delay"
             assert task.execution_timeout, f"{dag_id}.{task.task_id} has no execution_timeout"
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from driftline import etl, monitoring, registry, scoring, storage, training
-from driftline.config import load_usecase
+from driftline.config import load_usecase, parse_usecase
 from driftline.history import DRIFT_HISTORY, FIRED, DriftHistory
 from tests.conftest import REPO, repo_settings
 from tests.integration.conftest import curated_env, run, run_date
@@ -158,6 +158,33 @@ def test_a_quiet_night_skips_the_trigger_and_stays_green(env, state, champion):
     assert scoring.MODEL_VERSION in pd.read_parquet(settings.predictions_path("flights", night))
 
 
+def test_the_same_night_three_times_gives_identical_files_and_one_history_row(
+    env, state, champion
+):
+    """Once through Airflow (the DAGs' staged steps), twice in-process (the CLI's path)."""
+    settings, usecase = state
+    night = dt.date(2013, 2, 12)
+    partition = settings.partition_dir("flights", night) / etl.PARTITION_FILE
+    predictions = settings.predictions_path("flights", night)
+    quiet = with_rule(env, QUIET)
+    done = run(quiet, "airflow", "dags", "test", "flights_etl", run_date(night))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    done, output = monitor(quiet, night)
+    assert done.returncode == 0, output[-5000:]
+    first = {"partition": partition.read_bytes(), "predictions": predictions.read_bytes()}
+    quiet_usecase = parse_usecase(Path(quiet["DRIFTLINE_USECASES_DIR"]) / "flights.yaml")
+    for _ in range(2):
+        etl.run_day(usecase, settings, night, env["DRIFTLINE_FLIGHTS_SOURCE_URL"])
+        scored = scoring.score_day(usecase, settings, night)
+        monitoring.report_night(usecase, settings, night, scored.model_version)
+        verdict, _ = monitoring.decide_night(quiet_usecase, settings, night)
+        assert verdict.decision == "skipped: quiet"
+        assert partition.read_bytes() == first["partition"]
+        assert predictions.read_bytes() == first["predictions"]
+    assert history_rows(settings, night) == 1
+    assert list(training_runs(env)) == ["drift__2013-02-10"]  # nothing new
+
+
 def test_after_a_promotion_the_next_night_uses_the_new_champions_reference(state, champion):
     settings, usecase = state
     request = training.TrainingRequest.from_conf(
@@ -207,3 +234,23 @@ def test_an_empty_day_is_refused_with_its_date(state, champion):
     with pytest.raises(monitoring.MonitoringError, match="2013-02-21: the curated partition has"):
         monitoring.report_night(usecase, settings, night, scored.model_version)
     assert history_rows(settings, night) == 0
+
+
+def test_a_champion_whose_model_fails_to_load_fails_scoring_and_keeps_its_alias(state, champion):
+    """Last in the module: it breaks the champion's artifact (a truncated pickle, as a
+    half-synced artifact store would leave it)."""
+    settings, usecase = state
+    name = usecase.training.registered_model
+    version = registry.alias_version(settings, name, registry.CHAMPION)
+    location = registry.client(settings).get_model_version_download_uri(name, version)
+    artifacts = Path(location.removeprefix("file://"))
+    pickles = sorted(artifacts.rglob("*.pkl"))
+    assert pickles, f"no pickled model under {artifacts}"
+    for pickle in pickles:
+        pickle.write_bytes(pickle.read_bytes()[:40])
+    night = dt.date(2013, 2, 13)
+    with pytest.raises(scoring.ScoringError) as failed:
+        scoring.score_day(usecase, settings, night)
+    assert f"{name} version {version} (champion) could not score 2013-02-13" in str(failed.value)
+    assert registry.alias_version(settings, name, registry.CHAMPION) == version
+    assert not settings.predictions_path("flights", night).exists()

@@ -27,3 +27,33 @@ def test_the_workspace_follows_the_remote_in_the_settings(tmp_path, monkeypatch)
     assert _remote(root) == {"url": "s3://bucket/dvc", "endpointurl": "http://127.0.0.1:9000",
                              "default": "storage"}
     assert not list(tmp_path.glob(".ws-*"))  # no half-made workspace left behind
+
+
+def test_a_second_process_waits_for_the_workspace_lock(tmp_path):
+    """DVC's own lock gives up after ~3 s; driftline's waits: a second training's DVC steps
+    start only when the first's are done, whichever process runs them (DAG task or CLI)."""
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "ws"
+    holder = (
+        "import sys, time; from pathlib import Path; from driftline.workspace import Workspace\n"
+        "with Workspace(Path(sys.argv[1])).lock():\n"
+        "    print('locked', flush=True); time.sleep(4)\n"
+        "    Path(sys.argv[2]).write_text(str(time.time()))\n"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-c", holder, str(root), str(tmp_path / "first")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert first.stdout.readline().strip() == "locked"
+    began = time.time()
+    with Workspace(root).lock():
+        acquired = time.time()
+    first.wait(timeout=30)
+    first.stdout.close()
+    released = float((tmp_path / "first").read_text())
+    assert acquired >= released, "the lock was taken while the first process held it"
+    assert acquired - began > 3  # longer than DVC would have waited
