@@ -2,19 +2,23 @@
 production profile needs (services, healthchecks, start order, logins).
 
 There is no container engine here: these tests read the file, and run the parts of it that are
-plain Python (the admin's passwords file) or plain config (MLflow's auth ini) outside Docker.
+plain Python (airflow-init's creation of the FAB admin) or plain config (MLflow's auth ini)
+outside Docker. The production config must use no development auth manager (Airflow's simple
+auth manager) and no default credential (MLflow basic-auth's former default admin password).
 """
 
 from __future__ import annotations
 
+import ast
 import configparser
+import importlib.util
 import json
 import os
 import re
-import stat
+import secrets
 import subprocess
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 import yaml
@@ -24,8 +28,13 @@ from tests.conftest import REPO
 COMPOSE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
 
-AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer", "airflow-worker"]
+AIRFLOW_SERVICES = [
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+]
 ONE_SHOT = {"airflow-init", "minio-init"}
 SECRET_LIKE = re.compile(r"(PASSWORD|SECRET|FERNET|_KEY)", re.I)
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}; $$ is a literal $
@@ -38,12 +47,16 @@ def compose() -> dict:
 
 
 def documented() -> dict[str, str]:
-    return dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
-                if line and not line.startswith("#"))
+    return dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
     """Compose's interpolation, enough for these tests: defaults, required values, $$."""
+
     def value(match: re.Match) -> str:
         name, op, arg = match.group(1), match.group(2), match.group(3)
         given = env.get(name)
@@ -52,6 +65,7 @@ def interpolate(text: str, env: dict[str, str]) -> str:
         if op in (":?", "?") and not given:
             raise KeyError(f"{name}: {arg}")
         return given or ""
+
     return VARIABLE.sub(value, text).replace("$$", "$")
 
 
@@ -59,7 +73,9 @@ def test_compose_file_matches_the_compose_specification():
     checker = Path(sys.executable).parent / "check-jsonschema"
     done = subprocess.run(
         [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -82,10 +98,17 @@ def test_every_secret_is_required():
     """Compose refuses to start while a secret is unset: one ${X:?...} per secret at least."""
     text = COMPOSE.read_text()
     secrets = [name for name in documented() if SECRET_LIKE.search(name)]
-    assert {"AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
-            "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD", "REDIS_PASSWORD",
-            "MINIO_ROOT_PASSWORD", "MLFLOW_ADMIN_PASSWORD",
-            "MLFLOW_FLASK_SERVER_SECRET_KEY"} <= set(secrets)
+    assert {
+        "AIRFLOW_FERNET_KEY",
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_API_SECRET_KEY",
+        "AIRFLOW_ADMIN_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    } <= set(secrets)
     for name in secrets:
         assert re.search(r"\$\{" + name + r":\?", text), f"{name} is not required"
         assert not re.search(r"\$\{" + name + r":?-", text), f"{name} has a default"
@@ -112,13 +135,18 @@ def test_no_literal_credential_anywhere_in_the_file():
     assert "redis-cli -a" not in text, "a healthcheck passes the password on the command line"
     compose = yaml.safe_load(text)
     for name, service in compose["services"].items():
-        command = " ".join(service.get("command") or []) if isinstance(
-            service.get("command"), list) else str(service.get("command") or "")
-        assert "--requirepass" not in command and ("PASSWORD" not in command or "$$" in command), \
+        command = (
+            " ".join(service.get("command") or [])
+            if isinstance(service.get("command"), list)
+            else str(service.get("command") or "")
+        )
+        assert "--requirepass" not in command and ("PASSWORD" not in command or "$$" in command), (
             f"{name}: a password is passed on the command line"
+        )
     for name, config in compose.get("configs", {}).items():
-        assert "${" not in re.sub(r"\$\{\w+:-[\w.:/-]*\}", "", config.get("content", "")), \
+        assert "${" not in re.sub(r"\$\{\w+:-[\w.:/-]*\}", "", config.get("content", "")), (
             f"config {name} interpolates something other than a default-able setting"
+        )
 
 
 def test_training_files_are_in_the_image():
@@ -132,8 +160,16 @@ def test_training_files_are_in_the_image():
 
 def test_the_whole_stack_is_there(compose):
     services = set(compose["services"])
-    assert {"postgres", "redis", "minio", "minio-init", "mlflow", "evidently-ui",
-            "airflow-init", *AIRFLOW_SERVICES} <= services
+    assert {
+        "postgres",
+        "redis",
+        "minio",
+        "minio-init",
+        "mlflow",
+        "evidently-ui",
+        "airflow-init",
+        *AIRFLOW_SERVICES,
+    } <= services
     commands = {name: compose["services"][name]["command"] for name in AIRFLOW_SERVICES}
     assert commands == {
         "airflow-apiserver": ["airflow", "api-server"],
@@ -162,8 +198,7 @@ def test_every_dependency_waits_on_a_condition(compose):
         assert isinstance(depends, dict), f"{name}: depends_on without conditions"
         for other, how in depends.items():
             assert other in services, f"{name} depends on unknown {other}"
-            wanted = ("service_completed_successfully" if other in ONE_SHOT
-                      else "service_healthy")
+            wanted = "service_completed_successfully" if other in ONE_SHOT else "service_healthy"
             assert how.get("condition") == wanted, f"{name} -> {other}: {how}"
             if wanted == "service_healthy":
                 assert services[other].get("healthcheck"), f"{other} cannot become healthy"
@@ -215,8 +250,9 @@ def test_mlflow_runs_behind_basic_auth_on_postgres_and_s3(compose, tmp_path):
     assert interpolate(airflow_env["MLFLOW_TRACKING_USERNAME"], {}) == auth["admin_username"]
     assert airflow_env["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD")
     assert airflow_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    named = interpolate(compose["configs"][mount["source"]]["content"],
-                        {"MLFLOW_ADMIN_USERNAME": "ops"})
+    named = interpolate(
+        compose["configs"][mount["source"]]["content"], {"MLFLOW_ADMIN_USERNAME": "ops"}
+    )
     assert "admin_username = ops" in named
 
 
@@ -229,39 +265,159 @@ def test_airflow_init_creates_every_database_the_stack_uses(compose):
     assert "airflow db migrate" in script
 
 
-def init_password_script(compose) -> str:
+def init_admin_script(compose) -> str:
+    """The Python airflow-init runs to create the FAB admin (or to set its password again)."""
     script = interpolate(compose["services"]["airflow-init"]["command"][-1], {})
     (python,) = re.findall(r"python - <<'PY'\n(.*?)\nPY\n", script, re.S)
     return python
 
 
-def test_airflow_init_writes_the_admin_passwords_file(compose, tmp_path):
+# Stands in for apache-airflow-providers-fab's get_application_builder (the real one needs a
+# migrated metadata database: see the integration test below): the users in a JSON file, and
+# each call of the security manager's that changes them in a list.
+FAB_STUB = """
+import contextlib
+import json
+import os
+import types
+from pathlib import Path
+
+STATE = Path(os.environ["FAB_STUB_STATE"])
+
+
+class Role:
+    def __init__(self, name):
+        self.name = name
+
+    def __eq__(self, other):
+        return isinstance(other, Role) and other.name == self.name
+
+
+class Security:
+    def __init__(self, state):
+        self.state = state
+
+    def find_role(self, name):
+        return Role(name) if name in ("Admin", "Viewer") else None
+
+    def find_user(self, username=None):
+        found = self.state["users"].get(username)
+        if found is None:
+            return None
+        return types.SimpleNamespace(id=found["id"], username=username,
+                                     roles=[Role(r) for r in found["roles"]])
+
+    def add_user(self, username, first_name, last_name, email, role, password):
+        self.state["calls"].append("add_user")
+        self.state["users"][username] = {"id": len(self.state["users"]) + 1, "email": email,
+                                         "roles": [role.name], "password": password}
+        return self.find_user(username)
+
+    def reset_password(self, userid, password):
+        self.state["calls"].append("reset_password")
+        for user in self.state["users"].values():
+            if user["id"] == userid:
+                user["password"] = password
+                return True
+        return False
+
+    def update_user(self, user):
+        self.state["calls"].append("update_user")
+        self.state["users"][user.username]["roles"] = [r.name for r in user.roles]
+        return True
+
+
+@contextlib.contextmanager
+def get_application_builder():
+    state = json.loads(STATE.read_text()) if STATE.exists() else {"users": {}, "calls": []}
+    yield types.SimpleNamespace(sm=Security(state))
+    STATE.write_text(json.dumps(state))
+"""
+
+
+def fab_stub(root: Path) -> dict[str, str]:
+    """An environment whose `airflow.providers.fab...utils` is FAB_STUB, its state in root."""
+    top = root / "stub"
+    package = top / "airflow" / "providers" / "fab" / "auth_manager" / "cli_commands"
+    package.mkdir(parents=True)
+    folder = package
+    while folder != top:
+        (folder / "__init__.py").write_text("")
+        folder = folder.parent
+    (package / "utils.py").write_text(FAB_STUB)
+    return {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(top),
+        "FAB_STUB_STATE": str(root / "fab.json"),
+    }
+
+
+def test_airflow_init_creates_the_fab_admin_then_sets_its_password_again(compose, tmp_path):
     password = 'p"w\\d $HOME x'  # quotes, backslash and a $ survive as they are
-    path = tmp_path / "auth" / "passwords.json"
-    env = {"PATH": os.environ["PATH"], "AIRFLOW_ADMIN_USERNAME": "ops",
-           "AIRFLOW_ADMIN_PASSWORD": password,
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(path)}
-    done = subprocess.run([sys.executable, "-c", init_password_script(compose)], env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        **fab_stub(tmp_path),
+        "AIRFLOW_ADMIN_USERNAME": "ops",
+        "AIRFLOW_ADMIN_PASSWORD": password,
+    }
+    state = tmp_path / "fab.json"
+
+    def init(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", init_admin_script(compose)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = init(env)
     assert done.returncode == 0, done.stderr
     assert password not in done.stdout + done.stderr
-    assert json.loads(path.read_text()) == {"ops": password}
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in path.parent.iterdir()] == ["passwords.json"]  # no temp file left
-    # a second start rewrites it (a changed password takes effect)
+    assert json.loads(state.read_text()) == {
+        "users": {
+            "ops": {
+                "id": 1,
+                "email": "ops@driftline.invalid",
+                "roles": ["Admin"],
+                "password": password,
+            }
+        },
+        "calls": ["add_user"],
+    }
+    # a second start sets the password again (a changed password takes effect)
     env["AIRFLOW_ADMIN_PASSWORD"] = "second"
-    subprocess.run([sys.executable, "-c", init_password_script(compose)], env=env, check=True,
-                   timeout=60)
-    assert json.loads(path.read_text()) == {"ops": "second"}
+    done = init(env)
+    assert done.returncode == 0, done.stderr
+    fab = json.loads(state.read_text())
+    assert fab["calls"] == ["add_user", "reset_password"]
+    assert fab["users"]["ops"]["password"] == env["AIRFLOW_ADMIN_PASSWORD"]
+    # an admin whose Admin role was taken away gets it back
+    fab["users"]["ops"]["roles"] = ["Viewer"]
+    state.write_text(json.dumps(fab))
+    assert init(env).returncode == 0
+    fab = json.loads(state.read_text())
+    assert fab["users"]["ops"]["roles"] == ["Viewer", "Admin"]
+    assert fab["calls"][-2:] == ["reset_password", "update_user"]
+    # an empty name or password is refused, and nothing changes
+    for variable in ("AIRFLOW_ADMIN_USERNAME", "AIRFLOW_ADMIN_PASSWORD"):
+        before = state.read_text()
+        done = init({**env, variable: ""})
+        assert done.returncode != 0 and "must not be empty" in done.stderr
+        assert state.read_text() == before
 
 
 def test_the_admin_password_comes_only_from_the_environment(compose):
     services = compose["services"]
     script = services["airflow-init"]["command"][-1]
-    assert "AIRFLOW_ADMIN_PASSWORD" in init_password_script(compose)
+    admin = init_admin_script(compose)
+    assert 'os.environ["AIRFLOW_ADMIN_PASSWORD"]' in admin
     assert "$AIRFLOW_ADMIN_PASSWORD" not in script and "${AIRFLOW_ADMIN_PASSWORD" not in script
-    assert "echo" not in init_password_script(compose) and "print" not in init_password_script(
-        compose)
+    # never echoed, printed, nor on a command line (`airflow users create -p PASSWORD`)
+    assert "echo" not in admin and "print" not in admin and "{password}" not in admin
+    commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in commands if re.search(r"users (create|reset-password)", line)]
+    # FAB's tables exist by then: `airflow db migrate` creates them (FAB is the auth manager)
+    assert script.index("airflow db migrate") < script.index("python - <<'PY'")
     init_env = services["airflow-init"]["environment"]
     assert init_env["AIRFLOW_ADMIN_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
     assert init_env["AIRFLOW_ADMIN_USERNAME"] == "${AIRFLOW_ADMIN_USERNAME:-admin}"
@@ -275,37 +431,261 @@ def mounts(service: dict) -> dict[str, str]:
     return {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
 
 
-def test_the_api_server_reads_the_passwords_file_airflow_init_writes(compose):
-    services = compose["services"]
-    init, api = services["airflow-init"], services["airflow-apiserver"]
-    key = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
-    path = PurePosixPath(init["environment"][key])
-    assert api["environment"][key] == str(path)
-    folder = str(path.parent)
-    volume = mounts(init)[folder]
-    assert volume in compose["volumes"]  # a named volume, shared
-    assert mounts(api)[folder] == volume
-    assert not any(v.endswith(":ro") for v in api["volumes"] if v.startswith(f"{volume}:"))
-    assert folder in compose["x-airflow"]["build"]["dockerfile_inline"]  # airflow owns it
-    for name in ["airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                 "airflow-worker", "mlflow", "evidently-ui"]:
-        assert volume not in mounts(services[name]).values(), f"{name} sees the passwords"
-    # the same user, as admin, in the users list the api-server reads
-    users = interpolate(api["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"], {})
-    assert users == f"{interpolate(init['environment']['AIRFLOW_ADMIN_USERNAME'], {})}:admin"
-    assert api["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
-    # the rest of the api-server's mounts are the common ones
-    assert set(api["volumes"]) - {f"{volume}:{folder}"} == set(compose["x-airflow"]["volumes"])
-    assert set(init["volumes"]) - {f"{volume}:{folder}"} == set(compose["x-airflow"]["volumes"])
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+# MLflow's basic-auth app shipped this admin password in its basic_auth.ini before 3.x
+MLFLOW_OLD_DEFAULT = "password" + "1234"
+
+
+def airflow_services(compose) -> dict[str, dict]:
+    """Every service that runs Airflow: those given any of Airflow's settings."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if any(key.startswith("AIRFLOW__") for key in service.get("environment") or {})
+    }
+
+
+def test_every_airflow_service_uses_the_fab_auth_manager(compose):
+    services = airflow_services(compose)
+    assert set(services) == {*AIRFLOW_SERVICES, "airflow-init"}
+    for name, service in services.items():
+        manager = service["environment"].get("AIRFLOW__CORE__AUTH_MANAGER")
+        assert manager == FAB_AUTH_MANAGER, f"{name}: auth manager {manager!r} (unset: simple)"
+    # the provider is installed in the image, at the pinned version
+    dockerfile = compose["x-airflow"]["build"]["dockerfile_inline"]
+    assert "-r /opt/driftline/requirements.txt" in dockerfile
+    assert re.search(
+        r"^apache-airflow-providers-fab==[\d.]+\b", (REPO / "requirements.txt").read_text(), re.M
+    )
+
+
+def test_no_service_uses_the_simple_auth_manager(compose):
+    """Airflow's simple auth manager is for development: none of its settings, anywhere."""
+    text = COMPOSE.read_text()
+    assert not re.search(r"simple_?auth_?manager", text, re.I)
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            assert "SIMPLE_AUTH_MANAGER" not in key.upper(), f"{name}.{key}"
+            assert "simpleauthmanager" not in str(value).lower().replace("_", ""), f"{name}.{key}"
+    # nor its passwords file, nor a volume to share it
+    assert "passwords.json" not in text and "airflow-auth" not in text
+
+
+def test_the_fab_login_guards_the_ui_and_the_api(compose):
+    """Users and passwords from the metadata database; no self-registration, no public role."""
+    services = airflow_services(compose)
+    path = compose["x-airflow"]["environment"]["AIRFLOW__FAB__CONFIG_FILE"]
+    for name, service in services.items():
+        env = service["environment"]
+        assert env["AIRFLOW__FAB__CONFIG_FILE"] == path, name
+        assert [c["source"] for c in service["configs"] if c["target"] == path] == [
+            "airflow-fab-config"
+        ], name
+        # [fab] auth_role_public would let requests without a login through; [fab]
+        # auth_backends is FAB's own API's (its default: the UI's session)
+        assert "AIRFLOW__FAB__AUTH_ROLE_PUBLIC" not in env, name
+        assert "AIRFLOW__FAB__AUTH_BACKENDS" not in env, name
+    content = compose["configs"]["airflow-fab-config"]["content"]
+    module = ast.parse(content)
+    settings = {
+        target.id: node.value
+        for node in module.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+    }
+    assert "from flask_appbuilder.const import AUTH_DB" in content
+    assert ast.unparse(settings["AUTH_TYPE"]) == "AUTH_DB"
+    assert ast.literal_eval(settings["AUTH_USER_REGISTRATION"]) is False
+    assert ast.literal_eval(settings["WTF_CSRF_ENABLED"]) is True
+    assert "AUTH_ROLE_PUBLIC" not in content
+    # the api-server's login form and `POST /auth/token` are on the published port
+    api = compose["services"]["airflow-apiserver"]
+    assert api["ports"] == ["8080:8080"] and api["command"] == ["airflow", "api-server"]
+
+
+def test_the_fernet_key_and_the_jwt_secret_come_only_from_the_environment(compose):
+    # Airflow's setting -> the variable of .env it must come from
+    settings = [
+        ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_FERNET_KEY"),
+        ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_JWT_SECRET"),
+        ("AIRFLOW__API__SECRET_KEY", "AIRFLOW_API_SECRET_KEY"),
+    ]
+    for name, service in airflow_services(compose).items():
+        env = service["environment"]
+        for setting, variable in settings:
+            value = env.get(setting, "")
+            assert re.fullmatch(r"\$\{" + variable + r":\?[^}]*\}", value), f"{name}.{setting}"
+            # not from a command, a secrets backend or a file either
+            for other in ("_CMD", "_SECRET", "_FILE"):
+                assert setting + other not in env, f"{name}.{setting}{other}"
+            # compose refuses to start without it ...
+            with pytest.raises(KeyError):
+                interpolate(value, {})
+            # ... and passes it on as given: "NEW,OLD" while the Fernet key is rotated
+            assert interpolate(value, {variable: "new,old"}) == "new,old"
+        assert not any(key.startswith("AIRFLOW__API_AUTH__JWT_PRIVATE_KEY") for key in env)
+
+
+def test_compose_generates_no_secret():
+    """Every secret is the operator's (.env), none is made up at start nor has a default."""
+    text = COMPOSE.read_text()
+    for generator in (
+        "generate_key",
+        "token_urlsafe",
+        "token_hex",
+        "urandom",
+        "openssl",
+        "random",
+        "uuid",
+        "pwgen",
+        "mkpasswd",
+    ):
+        assert generator not in text.lower(), generator
+
+
+def test_mlflow_admin_password_can_never_be_mlflows_old_default(compose, tmp_path):
+    mlflow = compose["services"]["mlflow"]
+    env = mlflow["environment"]
+    assert MLFLOW_OLD_DEFAULT not in COMPOSE.read_text()
+    assert MLFLOW_OLD_DEFAULT not in ENV_EXAMPLE.read_text()
+    # the admin's password has one source, the operator's MLFLOW_ADMIN_PASSWORD, required
+    value = env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{MLFLOW_ADMIN_PASSWORD:\?[^}]*\}", value)
+    with pytest.raises(KeyError):
+        interpolate(value, {})
+    # the auth app reads the ini mounted from `configs:` (not the one inside the mlflow
+    # package), and that one has no admin_password
+    (mount,) = [c for c in mlflow["configs"] if c["target"] == env["MLFLOW_AUTH_CONFIG_PATH"]]
+    ini_path = tmp_path / "basic_auth.ini"
+    ini_path.write_text(interpolate(compose["configs"][mount["source"]]["content"], {}))
+    ini = configparser.ConfigParser()
+    ini.read(ini_path)
+    assert "admin_password" not in ini["mlflow"]
+    # MLflow's own reading: the environment's password; and the old default is refused even
+    # if an operator set it (MLflow 3.x)
+    chosen = secrets.token_urlsafe(16)
+    check = """
+import json, sys
+from mlflow.exceptions import MlflowException
+from mlflow.server.auth import create_admin_user, store
+from mlflow.server.auth.config import read_auth_config
+
+config = read_auth_config()
+store.init_db("sqlite:///" + sys.argv[1])
+try:
+    create_admin_user(config.admin_username, sys.argv[2])
+    old_default = "accepted"
+except MlflowException:
+    old_default = "refused"
+create_admin_user(config.admin_username, config.admin_password)
+print(json.dumps({"username": config.admin_username, "old_default": old_default,
+                  "login": bool(store.authenticate_user(config.admin_username, sys.argv[3]))}))
+"""
+    run_env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini_path),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": interpolate(value, {"MLFLOW_ADMIN_PASSWORD": chosen}),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", check, str(tmp_path / "users.db"), MLFLOW_OLD_DEFAULT, chosen],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "username": "admin",
+        "old_default": "refused",
+        "login": True,
+    }
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_airflow_init_admin_script_with_the_real_fab_provider(compose, tmp_path):
+    """The compose settings and airflow-init's script on a real Airflow (SQLite) with FAB: the
+    admin is created, then its password set again; `POST /auth/token` gives a token for the
+    current password only, and the API refuses requests without one."""
+    if importlib.util.find_spec("airflow.providers.fab") is None:
+        pytest.skip("apache-airflow-providers-fab is not installed (make install)")
+    fab_config = tmp_path / "webserver_config.py"
+    fab_config.write_text(compose["configs"]["airflow-fab-config"]["content"])
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW", "_AIRFLOW"))
+    }
+    env |= {
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(tmp_path / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__AUTH_MANAGER": compose["x-airflow"]["environment"][
+            "AIRFLOW__CORE__AUTH_MANAGER"
+        ],
+        "AIRFLOW__FAB__CONFIG_FILE": str(fab_config),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW_ADMIN_USERNAME": "ops",
+        "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(16),
+    }
+    (tmp_path / "dags").mkdir()
+    airflow = Path(sys.executable).parent / "airflow"
+
+    def run(*command: str) -> None:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert env["AIRFLOW_ADMIN_PASSWORD"] not in done.stdout + done.stderr
+
+    run(str(airflow), "db", "migrate")
+    first = env["AIRFLOW_ADMIN_PASSWORD"]
+    run(sys.executable, "-c", init_admin_script(compose))
+    env["AIRFLOW_ADMIN_PASSWORD"] = secrets.token_urlsafe(16)
+    run(sys.executable, "-c", init_admin_script(compose))
+    check = """
+import json, os, sys
+from fastapi.testclient import TestClient
+from airflow.api_fastapi.app import create_app
+
+client = TestClient(create_app())
+status = {}
+for label, password in (("current", os.environ["AIRFLOW_ADMIN_PASSWORD"]), ("first", sys.argv[1])):
+    answer = client.post("/auth/token", json={"username": "ops", "password": password})
+    status[label] = answer.status_code
+    if answer.status_code == 201:
+        bearer = {"Authorization": "Bearer " + answer.json()["access_token"]}
+        status["with_token"] = client.get("/api/v2/dags", headers=bearer).status_code
+status["without_token"] = client.get("/api/v2/dags").status_code
+print(json.dumps(status))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", check, first], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "current": 201,
+        "with_token": 200,
+        "first": 401,
+        "without_token": 401,
+    }
 
 
 def test_airflow_links_to_the_uis_and_shares_the_drift_history(compose):
     env = compose["x-airflow"]["environment"]
     assert env["DRIFTLINE_MLFLOW_UI_URL"] == "${DRIFTLINE_MLFLOW_UI_URL:-http://localhost:5000}"
     assert env["DRIFTLINE_EVIDENTLY_UI_URL"] == (
-        "${DRIFTLINE_EVIDENTLY_UI_URL:-http://localhost:8000}")
-    assert interpolate(env["DRIFTLINE_MLFLOW_UI_URL"],
-                       {"DRIFTLINE_MLFLOW_UI_URL": "https://ml.example"}) == "https://ml.example"
+        "${DRIFTLINE_EVIDENTLY_UI_URL:-http://localhost:8000}"
+    )
+    assert (
+        interpolate(
+            env["DRIFTLINE_MLFLOW_UI_URL"], {"DRIFTLINE_MLFLOW_UI_URL": "https://ml.example"}
+        )
+        == "https://ml.example"
+    )
     history = env["DRIFTLINE_HISTORY_URL"]
     assert history.startswith("postgresql+psycopg2://airflow:${POSTGRES_PASSWORD")
     assert history.endswith("@postgres:5432/monitoring")
