@@ -13,8 +13,10 @@ from airflow.sdk import DAG, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from driftline.config import (
+    EVIDENCE_SCHEMA,
     MAX_REASON_CHARS,
     MAX_WINDOW_DAYS,
+    REASON_PATTERN,
     Settings,
     UseCase,
     list_usecases,
@@ -94,13 +96,17 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
                 type="string",
                 minLength=1,
                 maxLength=MAX_REASON_CHARS,
+                pattern=REASON_PATTERN,
                 description="Why this retraining (kept on the model version).",
             ),
             "force_promote": Param(
                 False, type="boolean", description="Promote even if the gate says no."
             ),
             "evidence": Param(
-                {}, type="object", description="Drift evidence, filled in by the drift sensor."
+                {},
+                description="Drift evidence, filled in by the drift sensor (kept as text on "
+                "the model version: a flat object of figures, texts and lists of them).",
+                **EVIDENCE_SCHEMA,
             ),
         },
         doc_md=DOC.format(

@@ -28,6 +28,30 @@ DVC_REMOTE_ENV = "DRIFTLINE_DVC_REMOTE"
 # driftline.training for every other way in (CLI, sensor).
 MAX_WINDOW_DAYS = 366
 MAX_REASON_CHARS = 500
+# A reason goes into a git commit message (an argument: a NUL byte cannot) and onto terminals
+# (`driftline lineage`): no control characters but tab and line breaks.
+REASON_PATTERN = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*$"
+# The drift sensor's evidence: a flat object of figures, texts and lists of them (~1 KB), kept
+# whole as one MLflow tag and passed between tasks; anything larger or nested is refused.
+MAX_EVIDENCE_CHARS = 5000  # as JSON
+MAX_EVIDENCE_FIELDS = 50
+MAX_EVIDENCE_NAME_CHARS = 100
+MAX_EVIDENCE_ITEMS = 100
+MAX_EVIDENCE_ITEM_CHARS = 200
+EVIDENCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": MAX_EVIDENCE_FIELDS,
+    "propertyNames": {"maxLength": MAX_EVIDENCE_NAME_CHARS},
+    "additionalProperties": {
+        "type": ["string", "number", "boolean", "null", "array"],
+        "maxLength": MAX_EVIDENCE_CHARS,
+        "maxItems": MAX_EVIDENCE_ITEMS,
+        "items": {
+            "type": ["string", "number", "boolean", "null"],
+            "maxLength": MAX_EVIDENCE_ITEM_CHARS,
+        },
+    },
+}
 DVC_REMOTE_ENDPOINT_ENV = "DRIFTLINE_DVC_REMOTE_ENDPOINT"
 MLFLOW_ARTIFACTS_ENV = "DRIFTLINE_MLFLOW_ARTIFACT_ROOT"
 HISTORY_URL_ENV = "DRIFTLINE_HISTORY_URL"
@@ -88,6 +112,8 @@ class Settings:
     def staging_dir(self, usecase: str, day: dt.date, run: str) -> Path:
         """Hand-over files between the ETL tasks of one run of a day (removed after its load)."""
         safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", run)
+        if set(safe_run) <= {"."}:  # "", "." and "..": the day's folder or its parent
+            safe_run = f"_{safe_run}"
         return self.home / "staging" / usecase / day.isoformat() / safe_run
 
     def predictions_path(self, usecase: str, day: dt.date) -> Path:

@@ -109,8 +109,13 @@ def validate_batch(batch: pd.DataFrame, usecase: UseCase, settings: Settings) ->
 def gate_batch(
     batch: pd.DataFrame, usecase: UseCase, settings: Settings, day: dt.date
 ) -> ValidationOutcome:
-    """Validate; record the result; on failure quarantine the batch and raise."""
-    outcome = validate_batch(batch, usecase, settings)
+    """Validate; record the result; on failure quarantine the batch and raise.
+
+    What is judged is the batch as its Parquet file will hold it (storage.to_arrow writes a
+    column of mixed types as text), so a value the suite would only refuse once stored cannot
+    pass in memory: the in-process path gates what it loads, as the DAG's staged path does.
+    """
+    outcome = validate_batch(storage.to_arrow(batch).to_pandas(), usecase, settings)
     record = {
         "usecase": usecase.name,
         "day": day.isoformat(),
@@ -196,13 +201,20 @@ def _observed(result: dict[str, Any], kwargs: dict[str, Any]) -> str:
     expected = _expected(kwargs)
     if "unexpected_count" in details and details.get("unexpected_count"):
         examples = details.get("partial_unexpected_list") or []
+        shown = ", ".join(_clipped(repr(value)) for value in examples[:5])
         return (
             f"{details['unexpected_count']} of {details.get('element_count', '?')} rows "
-            f"unexpected, e.g. {examples[:5]!r}{expected}"
+            f"unexpected, e.g. [{shown}]{expected}"
         )
     if "observed_value" in details:
-        return f"observed {details['observed_value']!r}{expected}"
+        return f"observed {_clipped(repr(details['observed_value']))}{expected}"
     return f"failed{expected}"
+
+
+def _clipped(text: str, limit: int = 80) -> str:
+    """A value as the error message shows it: a source value may be a megabyte of text (the
+    quarantined validation.json keeps it whole)."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _expected(kwargs: dict[str, Any]) -> str:
