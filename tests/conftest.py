@@ -22,6 +22,14 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 import pytest  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+# Fuzz tests (hypothesis): CI replays the same examples on every run, so a red CI can be
+# reproduced; a developer's run draws new ones. Either way a failure prints the blob that
+# replays it (@reproduce_failure).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 from driftline.config import Settings, UseCase, load_usecase  # noqa: E402
 from driftline.etl import BatchWindow  # noqa: E402
