@@ -453,11 +453,12 @@ def members(state: StackState, names: Iterable[str] | None = None) -> dict[int, 
     crashed service leaves behind: LocalExecutor's workers outlive a killed scheduler),
     everything below those, and (for the whole stack) whatever carries the stack id."""
     chosen = set(state.pids if names is None else names)
-    roots = set(_leaders(state, chosen)) | set(_orphans(state, chosen))
+    table = _processes()  # one pass over /proc for the roots, the tree and the start times
+    roots = set(_leaders(state, chosen)) | set(_orphans(state, chosen, table))
     if names is None:
         roots |= set(stack_processes(state.stack_id))
     children: dict[int, list[int]] = {}
-    for pid, parent in _parents().items():
+    for pid, (parent, _, _) in table.items():
         children.setdefault(parent, []).append(pid)
     found, todo = set(), list(roots)
     while todo:
@@ -465,7 +466,7 @@ def members(state: StackState, names: Iterable[str] | None = None) -> dict[int, 
         if pid not in found:
             found.add(pid)
             todo.extend(children.get(pid, []))
-    return {pid: started for pid in found if (started := _start_time(pid)) is not None}
+    return {pid: table[pid][2] for pid in found if pid in table}
 
 
 def _leaders(state: StackState, names: Iterable[str] | None = None) -> list[int]:
@@ -479,7 +480,9 @@ def _leaders(state: StackState, names: Iterable[str] | None = None) -> list[int]
     ]
 
 
-def _orphans(state: StackState, names: Iterable[str]) -> list[int]:
+def _orphans(
+    state: StackState, names: Iterable[str], table: dict[int, tuple[int, int, int]]
+) -> list[int]:
     """Processes in the session of a recorded service that started after it. `up` starts
     each service in a session of its own (session id = its pid), and a pid is not reused
     while its session has members: so unless the pid now names another process (whose
@@ -489,29 +492,25 @@ def _orphans(state: StackState, names: Iterable[str]) -> list[int]:
         for name in names
         if name in state.started and _start_time(state.pids[name]) in (None, state.started[name])
     }
-    found = []
-    for entry in Path("/proc").iterdir():
-        fields = _stat(int(entry.name)) if entry.name.isdigit() else None
-        if fields is None:
-            continue
-        session, started = int(fields[3]), int(fields[19])
-        if session in sessions and started >= sessions[session]:
-            found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, (_, session, started) in table.items()
+        if session in sessions and started >= sessions[session]
+    ]
 
 
 def still_running(found: dict[int, int]) -> list[int]:
     return [pid for pid, started in found.items() if _start_time(pid) == started]
 
 
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every live process."""
+def _processes() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, session id, start time) of every live process."""
     table = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _stat(int(entry.name))
             if fields is not None:
-                table[int(entry.name)] = int(fields[1])
+                table[int(entry.name)] = (int(fields[1]), int(fields[3]), int(fields[19]))
     return table
 
 
