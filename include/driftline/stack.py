@@ -26,12 +26,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from driftline import airflow_admin
 from driftline.config import Settings, project_root
 
 STACK_ID_ENV = "DRIFTLINE_STACK_ID"
 MLFLOW_UI_ENV = "DRIFTLINE_MLFLOW_UI_URL"
 EVIDENTLY_UI_ENV = "DRIFTLINE_EVIDENTLY_UI_URL"
 ADMIN = "admin"
+SIMPLE_AUTH_MANAGER = (
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+)
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 AIRFLOW_COMPONENTS = ("scheduler", "triggerer", "dag_processor")  # in the api-server's health
 HOST = "127.0.0.1"
 
@@ -184,12 +189,6 @@ def environment(
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": secret["jwt_secret"],
             "AIRFLOW__API__SECRET_KEY": secret["api_secret_key"],
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-            # login required, whatever the caller's shell exports
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
-                stack / "airflow-passwords.json"
-            ),
             "MLFLOW_AUTH_CONFIG_PATH": str(stack / "mlflow-auth.ini"),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secret["mlflow_secret_key"],
             # MLflow's GenAI job runner (huey consumers): driftline runs no MLflow jobs
@@ -204,11 +203,27 @@ def environment(
         }
     )
     if production is None:
-        env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+        env.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                # Airflow's development auth manager (its default): one user, its password in
+                # a private file, login required whatever the caller's shell exports
+                "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                    stack / "airflow-passwords.json"
+                ),
+            }
+        )
     else:
         env.update(
             {
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                # as the compose stack: FAB's users in the metadata database, the admin
+                # created by driftline.airflow_admin after `airflow db migrate`
+                "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+                "AIRFLOW__FAB__CONFIG_FILE": str(stack / "webserver_config.py"),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": production.metadata_db,
                 "AIRFLOW__CELERY__BROKER_URL": production.broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": production.result_backend,
@@ -324,6 +339,17 @@ def up(
         logs / "db-migrate.log",
         "airflow db migrate",
     )
+    if prod is not None:  # the password reaches it through the environment, not argv
+        _run_once(
+            [sys.executable, "-m", "driftline.airflow_admin"],
+            {
+                **env,
+                airflow_admin.USERNAME_ENV: ADMIN,
+                airflow_admin.PASSWORD_ENV: secret["airflow_password"],
+            },
+            logs / "airflow-admin.log",
+            "creating the Airflow admin",
+        )
 
     state = StackState(
         stack_id=stack_id,
@@ -566,9 +592,13 @@ def describe(state: StackState) -> str:
 
 def _prepare_files(settings: Settings, secret: Mapping[str, str], prod: Production | None) -> None:
     stack = stack_dir(settings)
-    _write_private(
-        stack / "airflow-passwords.json", json.dumps({ADMIN: secret["airflow_password"]})
-    )
+    if prod is None:
+        _write_private(
+            stack / "airflow-passwords.json", json.dumps({ADMIN: secret["airflow_password"]})
+        )
+    else:
+        (stack / "airflow-passwords.json").unlink(missing_ok=True)
+        _write_private(stack / "webserver_config.py", airflow_admin.FAB_CONFIG)
     _write_private(
         stack / "mlflow-auth.ini",
         "[mlflow]\n"

@@ -315,9 +315,23 @@ def test_production_stack_runs_etl_training_and_two_monitored_nights(production_
             counted = dict(
                 conn.execute(sa.text("SELECT dag_id, count(*) FROM dag_run GROUP BY dag_id")).all()
             )
+            # the login is FAB's (not the development auth manager): its one user, an Admin
+            admins = conn.execute(
+                sa.text(
+                    "SELECT u.username, r.name FROM ab_user u"
+                    " JOIN ab_user_role ur ON ur.user_id = u.id JOIN ab_role r ON r.id = ur.role_id"
+                )
+            ).all()
     finally:
         airflow_db.dispose()
     assert counted == {dag_id: len(dag_runs) for dag_id, dag_runs in runs.items()}
+    assert [tuple(row) for row in admins] == [(state["login"]["airflow"]["user"], "Admin")]
+    wrong = httpx.post(
+        f"{airflow_url}/auth/token",
+        json={"username": state["login"]["airflow"]["user"], "password": "admin"},
+        timeout=30,
+    )
+    assert wrong.status_code == 401, wrong.text[:500]
 
     # the model is registered in the tracking server, whose store is PostgreSQL
     import mlflow

@@ -2,9 +2,10 @@
 production profile needs (services, healthchecks, start order, logins).
 
 There is no container engine here: these tests read the file, and run the parts of it that are
-plain Python (airflow-init's creation of the FAB admin) or plain config (MLflow's auth ini)
-outside Docker. The production config must use no development auth manager (Airflow's simple
-auth manager) and no default credential (MLflow basic-auth's former default admin password).
+plain Python (airflow-init's creation of the FAB admin, driftline.airflow_admin) or plain config
+(MLflow's auth ini) outside Docker. The production config must use no development auth manager
+(Airflow's simple auth manager) and no default credential (MLflow basic-auth's former default
+admin password).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from driftline import airflow_admin
 from tests.conftest import REPO
 
 COMPOSE = REPO / "docker-compose.yaml"
@@ -265,11 +267,18 @@ def test_airflow_init_creates_every_database_the_stack_uses(compose):
     assert "airflow db migrate" in script
 
 
-def init_admin_script(compose) -> str:
-    """The Python airflow-init runs to create the FAB admin (or to set its password again)."""
-    script = interpolate(compose["services"]["airflow-init"]["command"][-1], {})
-    (python,) = re.findall(r"python - <<'PY'\n(.*?)\nPY\n", script, re.S)
-    return python
+# airflow-init's step that creates the FAB admin (or sets its password again); the native
+# production stack (`driftline stack up --production`) runs the same module
+ADMIN_COMMAND = [sys.executable, "-m", "driftline.airflow_admin"]
+
+
+def test_airflow_init_runs_the_shared_admin_module_and_fab_config(compose):
+    script = compose["services"]["airflow-init"]["command"][-1]
+    commands = [line.strip() for line in script.splitlines() if not line.lstrip().startswith("#")]
+    admin = commands.index("python -m driftline.airflow_admin")
+    assert commands.index("airflow db migrate") < admin < commands.index("driftline seed")
+    # the compose stack and the native one log in through the same FAB settings
+    assert compose["configs"]["airflow-fab-config"]["content"] == airflow_admin.FAB_CONFIG
 
 
 # Stands in for apache-airflow-providers-fab's get_application_builder (the real one needs a
@@ -347,7 +356,8 @@ def fab_stub(root: Path) -> dict[str, str]:
     (package / "utils.py").write_text(FAB_STUB)
     return {
         "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(top),
+        # the stub's `airflow` first; driftline from the checkout
+        "PYTHONPATH": os.pathsep.join([str(top), str(REPO / "include")]),
         "FAB_STUB_STATE": str(root / "fab.json"),
     }
 
@@ -363,7 +373,7 @@ def test_airflow_init_creates_the_fab_admin_then_sets_its_password_again(compose
 
     def init(env: dict[str, str]) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-c", init_admin_script(compose)],
+            ADMIN_COMMAND,
             env=env,
             capture_output=True,
             text=True,
@@ -409,15 +419,11 @@ def test_airflow_init_creates_the_fab_admin_then_sets_its_password_again(compose
 def test_the_admin_password_comes_only_from_the_environment(compose):
     services = compose["services"]
     script = services["airflow-init"]["command"][-1]
-    admin = init_admin_script(compose)
-    assert 'os.environ["AIRFLOW_ADMIN_PASSWORD"]' in admin
+    assert airflow_admin.PASSWORD_ENV == "AIRFLOW_ADMIN_PASSWORD"
     assert "$AIRFLOW_ADMIN_PASSWORD" not in script and "${AIRFLOW_ADMIN_PASSWORD" not in script
-    # never echoed, printed, nor on a command line (`airflow users create -p PASSWORD`)
-    assert "echo" not in admin and "print" not in admin and "{password}" not in admin
+    # never on a command line (`airflow users create -p PASSWORD`): the module reads it
     commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
     assert not [line for line in commands if re.search(r"users (create|reset-password)", line)]
-    # FAB's tables exist by then: `airflow db migrate` creates them (FAB is the auth manager)
-    assert script.index("airflow db migrate") < script.index("python - <<'PY'")
     init_env = services["airflow-init"]["environment"]
     assert init_env["AIRFLOW_ADMIN_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
     assert init_env["AIRFLOW_ADMIN_USERNAME"] == "${AIRFLOW_ADMIN_USERNAME:-admin}"
@@ -606,8 +612,8 @@ print(json.dumps({"username": config.admin_username, "old_default": old_default,
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-def test_airflow_init_admin_script_with_the_real_fab_provider(compose, tmp_path):
-    """The compose settings and airflow-init's script on a real Airflow (SQLite) with FAB: the
+def test_airflow_admin_module_with_the_real_fab_provider(compose, tmp_path):
+    """The compose settings and driftline.airflow_admin on a real Airflow (SQLite) with FAB: the
     admin is created, then its password set again; `POST /auth/token` gives a token for the
     current password only, and the API refuses requests without one."""
     if importlib.util.find_spec("airflow.providers.fab") is None:
@@ -643,9 +649,9 @@ def test_airflow_init_admin_script_with_the_real_fab_provider(compose, tmp_path)
 
     run(str(airflow), "db", "migrate")
     first = env["AIRFLOW_ADMIN_PASSWORD"]
-    run(sys.executable, "-c", init_admin_script(compose))
+    run(*ADMIN_COMMAND)
     env["AIRFLOW_ADMIN_PASSWORD"] = secrets.token_urlsafe(16)
-    run(sys.executable, "-c", init_admin_script(compose))
+    run(*ADMIN_COMMAND)
     check = """
 import json, os, sys
 from fastapi.testclient import TestClient

@@ -55,8 +55,12 @@ def test_local_and_production_profiles_differ_only_where_they_must(settings):
         "AIRFLOW__API_AUTH__JWT_SECRET",
         "AIRFLOW__CORE__DAGS_FOLDER",
         "AIRFLOW__CORE__PLUGINS_FOLDER",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
     }
+    # the development auth manager on the local profile only; production logs in through FAB
+    assert local["AIRFLOW__CORE__AUTH_MANAGER"] == stack.SIMPLE_AUTH_MANAGER
+    assert prod["AIRFLOW__CORE__AUTH_MANAGER"] == stack.FAB_AUTH_MANAGER
+    assert not [key for key in prod if "SIMPLE_AUTH_MANAGER" in key]
+    assert prod["AIRFLOW__FAB__CONFIG_FILE"].startswith(str(stack.stack_dir(settings)))
     names = [s.name for s in stack.services(settings, ports, production)]
     assert "celery-worker" in names
     assert "celery-worker" not in [s.name for s in stack.services(settings, ports, None)]
