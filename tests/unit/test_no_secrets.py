@@ -33,6 +33,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("tests/integration/test_operator_stack.py", "Secret Keyword", "admin"): (
         "the wrong password the test expects the Airflow API to refuse (401)"
     ),
+    ("include/driftline/airflow_admin.py", "Secret Keyword", "AIRFLOW_ADMIN_PASSWORD"): (
+        "the name of the environment variable the admin's password is read from, not a value"
+    ),
 }
 
 
