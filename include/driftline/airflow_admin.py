@@ -63,11 +63,12 @@ def ensure_admin(username: str, password: str) -> str:
 
 def main() -> None:
     """`python -m driftline.airflow_admin`: the admin named by the environment."""
+    username = os.environ.get(USERNAME_ENV, "")
     try:
-        outcome = ensure_admin(os.environ.get(USERNAME_ENV, ""), os.environ.get(PASSWORD_ENV, ""))
+        outcome = ensure_admin(username, os.environ.get(PASSWORD_ENV, ""))
     except AdminError as error:
         sys.exit(f"driftline.airflow_admin: {error}")
-    sys.stdout.write(f"Airflow admin {os.environ[USERNAME_ENV]} {outcome}\n")
+    sys.stdout.write(f"Airflow admin {username} {outcome}\n")
 
 
 if __name__ == "__main__":

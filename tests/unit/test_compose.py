@@ -272,9 +272,14 @@ def test_airflow_init_creates_every_database_the_stack_uses(compose):
 ADMIN_COMMAND = [sys.executable, "-m", "driftline.airflow_admin"]
 
 
-def test_airflow_init_runs_the_shared_admin_module_and_fab_config(compose):
+def init_commands(compose) -> list[str]:
+    """airflow-init's script as its command lines, comments left out."""
     script = compose["services"]["airflow-init"]["command"][-1]
-    commands = [line.strip() for line in script.splitlines() if not line.lstrip().startswith("#")]
+    return [line.strip() for line in script.splitlines() if not line.lstrip().startswith("#")]
+
+
+def test_airflow_init_runs_the_shared_admin_module_and_fab_config(compose):
+    commands = init_commands(compose)
     admin = commands.index("python -m driftline.airflow_admin")
     assert commands.index("airflow db migrate") < admin < commands.index("driftline seed")
     # the compose stack and the native one log in through the same FAB settings
@@ -423,7 +428,7 @@ def test_the_admin_password_comes_only_from_the_environment(compose):
     assert airflow_admin.PASSWORD_ENV in services["airflow-init"]["environment"]
     assert "$AIRFLOW_ADMIN_PASSWORD" not in script and "${AIRFLOW_ADMIN_PASSWORD" not in script
     # never on a command line (`airflow users create -p PASSWORD`): the module reads it
-    commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    commands = init_commands(compose)
     assert not [line for line in commands if re.search(r"users (create|reset-password)", line)]
     init_env = services["airflow-init"]["environment"]
     assert init_env["AIRFLOW_ADMIN_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
