@@ -8,6 +8,7 @@ the caller gets an error naming every failed expectation and what was observed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -21,6 +22,9 @@ from driftline import storage
 from driftline.config import Settings, UseCase
 
 log = logging.getLogger(__name__)
+
+# GX result formats: verdicts only (every batch), then the details (a failing batch only)
+VERDICTS_ONLY, DETAILED = "BOOLEAN_ONLY", "SUMMARY"
 
 
 @dataclass(frozen=True)
@@ -74,36 +78,71 @@ class BatchValidationError(BatchRejectedError):
 
 
 def load_suite_json(usecase: UseCase, settings: Settings) -> dict[str, Any]:
+    return json.loads(_suite_text(usecase, settings))
+
+
+def _suite_text(usecase: UseCase, settings: Settings) -> str:
     path = settings.suite_path(usecase.validation.suite)
     if not path.is_file():
         raise FileNotFoundError(f"expectation suite {usecase.validation.suite!r} not found: {path}")
-    return json.loads(path.read_text())
+    return path.read_text()
 
 
 def validate_batch(batch: pd.DataFrame, usecase: UseCase, settings: Settings) -> ValidationOutcome:
-    """Run the use-case's suite on `batch` in an ephemeral GX context (no state left behind)."""
+    """Run the use-case's suite on `batch`: verdicts only first, the details only on failure.
+
+    A passing batch (nearly every day) costs GX's cheapest result format; a failing one is
+    validated again with GX's default (SUMMARY) format, whose unexpected counts and values the
+    error message and the quarantine show.
+    """
+    suite = _suite(_suite_text(usecase, settings))
+    parameters = dict(usecase.validation.parameters)
+    result = _run_suite(batch, usecase.name, suite, parameters, VERDICTS_ONLY)
+    if not result["success"]:
+        result = _run_suite(batch, usecase.name, suite, parameters, DETAILED)
+    failures = [_describe_failure(r) for r in result["results"] if not r["success"]]
+    return ValidationOutcome(
+        suite=suite.name,
+        success=bool(result["success"]),
+        evaluated=len(result["results"]),
+        failures=failures,
+        result=result,
+    )
+
+
+def _run_suite(
+    batch: pd.DataFrame, asset: str, suite, parameters: dict[str, Any], result_format: str
+) -> dict[str, Any]:
+    gx_batch = _whole_dataframe(asset).get_batch(batch_parameters={"dataframe": batch})
+    validated = gx_batch.validate(
+        suite, expectation_parameters=parameters, result_format=result_format
+    )
+    return validated.to_json_dict()
+
+
+@functools.cache
+def _gx_context():  # noqa: ANN202 - a GX EphemeralDataContext
+    """One ephemeral GX context per process (no state on disk): building one costs more than
+    validating a day, and a backfill validates hundreds."""
     gx = _import_gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    suite = gx.ExpectationSuite(**load_suite_json(usecase, settings))
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_definition = (
-        context.data_sources.add_pandas("driftline")
-        .add_dataframe_asset(usecase.name)
-        .add_batch_definition_whole_dataframe("batch")
-    )
-    gx_batch = batch_definition.get_batch(batch_parameters={"dataframe": batch})
-    result = gx_batch.validate(suite, expectation_parameters=dict(usecase.validation.parameters))
-    as_json = result.to_json_dict()
-    failures = [_describe_failure(r) for r in as_json["results"] if not r["success"]]
-    return ValidationOutcome(
-        suite=suite.name,
-        success=bool(as_json["success"]),
-        evaluated=len(as_json["results"]),
-        failures=failures,
-        result=as_json,
-    )
+    return context
+
+
+@functools.cache
+def _whole_dataframe(asset: str):  # noqa: ANN202 - a GX BatchDefinition
+    """The batch definition of a use-case's in-memory batches, added once to the context."""
+    source = _gx_context().data_sources.add_pandas(f"driftline_{asset}")
+    return source.add_dataframe_asset(asset).add_batch_definition_whole_dataframe("batch")
+
+
+@functools.lru_cache(maxsize=16)
+def _suite(suite_json: str):  # noqa: ANN202 - a GX ExpectationSuite
+    """The suite built from its reviewed JSON (keyed by the text: an edited file is rebuilt)."""
+    return _import_gx().ExpectationSuite(**json.loads(suite_json))
 
 
 def gate_batch(
@@ -125,10 +164,14 @@ def gate_batch(
     }
     result_path = settings.validation_result_path(usecase.name, day)
     storage.write_json(record, result_path)
-    try:  # the page is for people; the JSON above is the record, and the gate goes on
-        storage.write_text(data_docs_page(outcome.result), data_docs_path(result_path))
-    except Exception:
-        log.exception("%s %s: the Data Docs page could not be rendered", usecase.name, day)
+    if outcome.success:
+        # rendered when someone opens it (data_docs_file): a stale page must not outlive it
+        data_docs_path(result_path).unlink(missing_ok=True)
+    else:
+        try:  # the page is for people; the JSON above is the record, and the gate goes on
+            data_docs_file(result_path)
+        except Exception:
+            log.exception("%s %s: the Data Docs page could not be rendered", usecase.name, day)
     if outcome.success:
         log.info(
             "%s %s: %d rows passed %d expectations",
@@ -147,6 +190,17 @@ def data_docs_path(result_path: Path) -> Path:
     return result_path.with_suffix(".html")
 
 
+def data_docs_file(result_path: Path) -> Path:
+    """The Data Docs page of a stored validation result, rendered from it if it is missing or
+    older than the result: a failing batch gets its page at once, a passing one when opened."""
+    page = data_docs_path(result_path)
+    if page.is_file() and page.stat().st_mtime_ns >= result_path.stat().st_mtime_ns:
+        return page
+    record = json.loads(result_path.read_text())
+    storage.write_text(data_docs_page(record["result"]), page)
+    return page
+
+
 def data_docs_page(result: dict[str, Any]) -> str:
     """The Great Expectations Data Docs page of one validation result, as HTML.
 
@@ -162,8 +216,23 @@ def data_docs_page(result: dict[str, Any]) -> str:
 
     # as stored on disk: plain JSON values (GX's renderer rejects numpy scalars)
     plain = json.loads(json.dumps(result, default=str))
+    for entry in plain["results"]:
+        _fill_verdict_only(entry)
     loaded = ExpectationSuiteValidationResultSchema().load(plain)
     return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(loaded))
+
+
+def _fill_verdict_only(entry: dict[str, Any]) -> None:
+    """A passed expectation validated for its verdict only has no details; GX's page reads
+    the table's columns from the column-list expectation's observed value, which on a pass is
+    the expected list."""
+    config = entry["expectation_config"]
+    if (
+        entry["success"]
+        and not entry.get("result")
+        and config["type"] == "expect_table_columns_to_match_ordered_list"
+    ):
+        entry["result"] = {"observed_value": config["kwargs"]["column_list"]}
 
 
 def quarantine_batch(

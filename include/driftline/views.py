@@ -44,13 +44,12 @@ def report_file(settings: Settings, usecase: str, day: str, kind: str) -> Path:
 
 
 def data_docs_file(settings: Settings, usecase: str, day: str) -> Path:
-    from driftline.validation import data_docs_path
+    from driftline import validation
 
     result = settings.validation_result_path(_known(settings, usecase), _day(day))
-    page = data_docs_path(result)
-    if not page.is_file():
+    if not result.is_file():
         raise NotFound(f"no validation of {usecase} {day} yet: has {usecase}_etl run for it?")
-    return page
+    return validation.data_docs_file(result)
 
 
 def history_page(usecase: str, nights: list[NightSummary]) -> str:

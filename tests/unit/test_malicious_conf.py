@@ -347,6 +347,7 @@ def pages(settings, tmp_path):
     report.write_text("<html>the drift report</html>")
     docs = settings.validation_result_path("flights", dt.date(2013, 1, 2)).with_suffix(".html")
     docs.parent.mkdir(parents=True)
+    docs.with_suffix(".json").write_text("{}")  # the stored result the page was made from
     docs.write_text("<html>the data docs</html>")
     (tmp_path / "secret.html").write_text("SECRET")
     (settings.home / "secret.html").write_text("SECRET")

@@ -4,6 +4,7 @@ refusal of anything that is not a known use-case's page."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -42,13 +43,17 @@ def test_mlflow_links_need_a_browsable_mlflow():
     assert links.mlflow_run_url("3", "abc", {"MLFLOW_TRACKING_URI": "sqlite:///x.db"}) == ""
 
 
-def test_every_validation_gets_a_data_docs_page_passed_or_failed(usecase, settings, source_copy):
+def test_a_failed_day_gets_its_data_docs_page_at_once_a_passed_day_when_opened(
+    usecase, settings, source_copy
+):
     url = sqlite_url(source_copy)
     etl.run_day(usecase, settings, JAN2, url)
     page = data_docs_path(settings.validation_result_path(usecase.name, JAN2))
+    assert not page.exists()  # a passing day costs no page until somebody opens it
+    assert views.data_docs_file(settings, "flights", "2013-01-02") == page
     passed = page.read_text()
     assert "flights_batch" in passed and "expect_column_values_to_not_be_null" not in passed[:200]
-    assert views.data_docs_file(settings, "flights", "2013-01-02") == page
+    assert "Status: Succeeded" in text_of(passed)
 
     corrupt(
         source_copy,
@@ -58,8 +63,25 @@ def test_every_validation_gets_a_data_docs_page_passed_or_failed(usecase, settin
     )
     with pytest.raises(BatchValidationError):
         etl.run_day(usecase, settings, JAN2, url)
-    failed = page.read_text()
-    assert failed != passed and "distance" in failed
+    failed = page.read_text()  # written by the gate itself, beside the quarantine
+    assert "Status: Failed" in text_of(failed) and "distance" in failed
+
+    # the source is fixed and the day rerun: the failed page must not be served for it
+    corrupt(
+        source_copy,
+        usecase,
+        JAN2,
+        "UPDATE flights SET distance = -distance WHERE time_hour >= :start AND time_hour < :end",
+    )
+    etl.run_day(usecase, settings, JAN2, url)
+    assert not page.exists()
+    rerun = views.data_docs_file(settings, "flights", "2013-01-02").read_text()
+    assert "Status: Succeeded" in text_of(rerun)
+
+
+def text_of(page: str) -> str:
+    """A page's words without markup, one space between them."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
 
 
 @pytest.mark.parametrize(
