@@ -46,6 +46,43 @@ def seeded_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# The days the integration tests train and monitor on: January (+ its 7-day holdout) and the
+# first two weeks of February; loaded once per session, copied by the tests that need them.
+CURATED_FIRST, CURATED_LAST = dt.date(2013, 1, 1), dt.date(2013, 2, 14)
+
+
+@pytest.fixture(scope="session")
+def curated_days(seeded_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose curated store holds CURATED_FIRST .. CURATED_LAST (the ETL in-process,
+    once per session); read-only: tests take their days with `copy_curated`."""
+    from driftline import etl
+
+    home = tmp_path_factory.mktemp("curated") / "home"
+    settings = repo_settings(home)
+    usecase = load_usecase("flights", settings)
+    day = CURATED_FIRST
+    while day <= CURATED_LAST:
+        etl.run_day(usecase, settings, day, sqlite_url(seeded_source))
+        day += dt.timedelta(days=1)
+    return home
+
+
+def copy_curated(template: Path, home: Path, last_day: dt.date) -> None:
+    """The template's partitions and validation results of CURATED_FIRST .. `last_day`, into
+    `home`: byte for byte what the ETL of those days would have written there."""
+    assert last_day <= CURATED_LAST, f"the session's curated store ends on {CURATED_LAST}"
+    source, target = repo_settings(template), repo_settings(home)
+    day = CURATED_FIRST
+    while day <= last_day:
+        partition = target.partition_dir("flights", day)
+        partition.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source.partition_dir("flights", day), partition)
+        result = target.validation_result_path("flights", day)
+        result.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source.validation_result_path("flights", day), result)
+        day += dt.timedelta(days=1)
+
+
 def repo_settings(home: Path) -> Settings:
     return Settings(
         home=home, usecases_dir=REPO / "usecases", expectations_dir=REPO / "expectations"

@@ -46,17 +46,11 @@ def run(env: dict[str, str], tool: str, *args: str, timeout: int = 600):
                           timeout=timeout)
 
 
-def curated_env(root: Path, source: Path, last_day: dt.date) -> dict[str, str]:
-    """`airflow_env` + a curated store holding 1 January .. `last_day` 2013 (ETL in-process)."""
-    from driftline import etl
-    from driftline.config import load_usecase
-    from tests.conftest import repo_settings, sqlite_url
+def curated_env(root: Path, source: Path, curated: Path, last_day: dt.date) -> dict[str, str]:
+    """`airflow_env` + a curated store holding 1 January .. `last_day` 2013, copied from the
+    session's `curated_days`."""
+    from tests.conftest import copy_curated, sqlite_url
 
     env = airflow_env(root, sqlite_url(source))
-    settings = repo_settings(Path(env["DRIFTLINE_HOME"]))
-    usecase = load_usecase("flights", settings)
-    day = dt.date(2013, 1, 1)
-    while day <= last_day:
-        etl.run_day(usecase, settings, day, sqlite_url(source))
-        day += dt.timedelta(days=1)
+    copy_curated(curated, Path(env["DRIFTLINE_HOME"]), last_day)
     return env

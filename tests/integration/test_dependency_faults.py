@@ -13,9 +13,9 @@ import datetime as dt
 
 import pytest
 
-from driftline import etl, registry, training
+from driftline import registry, training
 from driftline.config import load_usecase
-from tests.conftest import repo_settings, sqlite_url
+from tests.conftest import copy_curated, repo_settings
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +24,11 @@ WINDOW = {"window_end": "2013-01-07", "window_days": 7, "reason": "faults test"}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, seeded_source):
+def trained(tmp_path_factory, curated_days):
     """A January champion (version 1), trained with every dependency up."""
     settings = repo_settings(tmp_path_factory.mktemp("faults") / "home")
     usecase = load_usecase("flights", settings)
-    day = dt.date(2013, 1, 1)
-    while day <= dt.date(2013, 1, 14):
-        etl.run_day(usecase, settings, day, sqlite_url(seeded_source))
-        day += dt.timedelta(days=1)
+    copy_curated(curated_days, settings.home, dt.date(2013, 1, 14))
     request = training.TrainingRequest.from_conf(WINDOW, usecase)
     first = training.train(usecase, settings, request)
     assert first["version"] == "1" and first["promoted"]

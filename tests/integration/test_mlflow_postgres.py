@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from driftline import etl, registry, training
 from driftline.config import Settings
-from tests.conftest import sqlite_url
+from tests.conftest import copy_curated
 
 pytestmark = pytest.mark.integration
 
@@ -73,15 +73,12 @@ def tracking_server(tmp_path_factory):
 
 
 def test_training_registers_into_a_postgres_backed_tracking_server(
-    tracking_server, usecase, settings, seeded_source, monkeypatch
+    tracking_server, usecase, settings, curated_days, monkeypatch
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
     settings = dataclasses.replace(settings, mlflow_uri=Settings.from_env().mlflow_uri)
     assert settings.mlflow_tracking_uri == tracking_server  # configuration alone
-    day = dt.date(2013, 1, 1)
-    while day <= dt.date(2013, 1, 21):
-        etl.run_day(usecase, settings, day, sqlite_url(seeded_source))
-        day += dt.timedelta(days=1)
+    copy_curated(curated_days, settings.home, dt.date(2013, 1, 21))
     request = training.TrainingRequest.from_conf(
         {"window_end": "2013-01-14", "window_days": 14, "reason": "postgres"}, usecase)
     result = training.train(usecase, settings, request)

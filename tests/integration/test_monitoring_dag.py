@@ -34,9 +34,11 @@ QUIET = {"rule": {"drift_share": 1.0, "nights_drifted": 1, "nights_window": 1,
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, seeded_source) -> dict[str, str]:
+def env(tmp_path_factory, seeded_source, curated_days) -> dict[str, str]:
     """Airflow home + a curated store holding 1 January .. 14 February 2013."""
-    return curated_env(tmp_path_factory.mktemp("monitoring"), seeded_source, dt.date(2013, 2, 14))
+    return curated_env(
+        tmp_path_factory.mktemp("monitoring"), seeded_source, curated_days, dt.date(2013, 2, 14)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,11 @@ MODEL = "flights_delay"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, seeded_source) -> dict[str, str]:
+def env(tmp_path_factory, seeded_source, curated_days) -> dict[str, str]:
     """Airflow home + a curated store holding 1 January .. 14 February 2013."""
-    return curated_env(tmp_path_factory.mktemp("training"), seeded_source, dt.date(2013, 2, 14))
+    return curated_env(
+        tmp_path_factory.mktemp("training"), seeded_source, curated_days, dt.date(2013, 2, 14)
+    )
 
 
 @pytest.fixture(scope="module")
