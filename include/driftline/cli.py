@@ -52,15 +52,23 @@ def main(ctx: click.Context, usecase: str, verbose: bool) -> None:
 
 @main.command()
 @click.option("--db", "url", help="SQLAlchemy URL (default: the use-case's source URL).")
+@click.option("--start", type=DATE, help="Only the batch table's rows from this day on.")
+@click.option("--end", type=DATE, help="... up to this day, inclusive (default: --start).")
 @pass_context
-def seed(ctx: _Context, url: str | None) -> None:
+def seed(
+    ctx: _Context, url: str | None, start: dt.datetime | None, end: dt.datetime | None
+) -> None:
     """Load the use-case's source tables into a SQL database (idempotent)."""
     from driftline.etl import masked_url
     from driftline.source import seed as seed_tables
 
+    if end is not None and start is None:
+        raise click.UsageError("--end needs --start")
     usecase = ctx.usecase
     url = url or ctx.settings.source_url(usecase)
-    counts = seed_tables(usecase, url)
+    counts = seed_tables(
+        usecase, url, start.date() if start else None, end.date() if end else None
+    )
     click.echo(f"seeded {masked_url(url)}")
     for table, rows in counts.items():
         click.echo(f"  {table:<10} {rows:>8,} rows")

