@@ -87,7 +87,7 @@ down: install ## Stop exactly the processes `make up` started
 
 test: install chromium ## Lint, then the whole test suite (unit, DAG integrity, integration, stack)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=20
 
 ui-test: install chromium ## The browser test against the stack `make up` started (screenshots -> docs/)
 	DRIFTLINE_STACK_HOME=$(DRIFTLINE_HOME) DRIFTLINE_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -p no:cacheprovider tests/integration/test_operator_stack.py -k browser
@@ -103,7 +103,7 @@ replay: install ## Replay Feb-Dec 2013 under the four retraining policies -> doc
 
 # Benchmarks (bench/, docs/BENCHMARKS.md): each seeds its own source into a temporary
 # DRIFTLINE_HOME and prints "figure | value | baseline | ratio". Not part of `make test`.
-BENCHES := etl validation drift training airflow scale
+BENCHES := etl validation drift training airflow scheduler_load scale
 BENCH_ARGS ?=
 .PHONY: bench bench-quick
 
