@@ -79,36 +79,46 @@ def seed(
 @click.option("--end", type=DATE, required=True, help="Last day, inclusive.")
 @click.option("--db", "url", help="Source SQLAlchemy URL (default: the use-case's source URL).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first day that fails.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=lambda: os.cpu_count() or 1,
+    show_default="the number of cores",
+    help="Days loaded at once, one process each.",
+)
 @pass_context
 def etl(
-    ctx: _Context, start: dt.datetime, end: dt.datetime, url: str | None, fail_fast: bool
+    ctx: _Context,
+    start: dt.datetime,
+    end: dt.datetime,
+    url: str | None,
+    fail_fast: bool,
+    workers: int,
 ) -> None:
-    """Run the nightly ETL for each day in a range, in-process (same steps as the DAG)."""
-    from driftline.etl import run_day
+    """Run the nightly ETL for each day in a range (same steps as the DAG), on all cores."""
+    from driftline.etl import run_days
 
     usecase = ctx.usecase
     days = _days(start.date(), end.date())
-    loaded = label_missing = 0
+    loaded = label_missing = days_loaded = 0
     failed: list[tuple[dt.date, str]] = []
     began = time.perf_counter()
-    for day in days:
-        try:
-            result = run_day(usecase, ctx.settings, day, url)
-        except Exception as exc:  # a day's failure is reported, then the backfill goes on
-            failed.append((day, str(exc)))
-            click.echo(f"{day}  FAILED  {exc}", err=True)
-            if fail_fast:
-                break
+    for outcome in run_days(usecase, ctx.settings, days, url, workers, fail_fast):
+        if outcome.error is not None:
+            failed.append((outcome.day, outcome.error))
+            click.echo(f"{outcome.day}  FAILED  {outcome.error}", err=True)
             continue
+        result = outcome.loaded
+        days_loaded += 1
         loaded += result.rows
         label_missing += result.label_missing
         click.echo(
-            f"{day}  {result.rows:>6} rows  {result.label_missing:>4} without label  "
+            f"{outcome.day}  {result.rows:>6} rows  {result.label_missing:>4} without label  "
             f"-> {result.path}"
         )
     seconds = time.perf_counter() - began
     click.echo(
-        f"{len(days) - len(failed)} of {len(days)} days loaded: {loaded:,} rows "
+        f"{days_loaded} of {len(days)} days loaded: {loaded:,} rows "
         f"({label_missing:,} without label) in {seconds:.1f} s; "
         f"curated store {ctx.settings.curated_dir(usecase.name)}"
     )

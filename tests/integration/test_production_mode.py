@@ -150,7 +150,8 @@ def redis_prefix(databases) -> Iterator[str]:
 @pytest.fixture
 def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, dict]]:
     """`driftline stack up --production` over the fresh databases (the source seeded with
-    its four days while the stack starts); `driftline stack down` afterwards leaves no process of it behind."""
+    its four days while the stack starts); `driftline stack down` afterwards leaves no
+    process of it behind."""
     home = tmp_path / "home"
     env = stack_env(
         home,

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from driftline.cli import main
-from tests.conftest import corrupt, sqlite_url
+from tests.conftest import corrupt, repo_settings, sqlite_url
 
 
 @pytest.fixture
@@ -48,6 +48,43 @@ def test_etl_goes_on_past_a_broken_day_and_exits_1_naming_it(cli, source_copy, u
     status = cli("status")
     assert "quarantine         1 batches" in status.output
     assert "expect_column_values_to_be_between(distance)" in status.output
+
+
+def test_a_backfill_on_two_processes_writes_the_bytes_of_a_sequential_one(
+    seeded_source, usecase, tmp_path
+):
+    import datetime as dt
+
+    from driftline import etl
+
+    days = [dt.date(2013, 1, 1) + dt.timedelta(days=n) for n in range(4)]
+    url = sqlite_url(seeded_source)
+    homes = {workers: repo_settings(tmp_path / f"workers-{workers}") for workers in (1, 2)}
+    for workers, home in homes.items():
+        outcomes = list(etl.run_days(usecase, home, days, url, workers=workers))
+        assert [o.day for o in outcomes] == days and not [o for o in outcomes if o.error]
+    for day in days:
+        one, two = (home.partition_dir("flights", day) / etl.PARTITION_FILE for home in
+                    homes.values())
+        assert one.read_bytes() == two.read_bytes(), day
+
+
+def test_fail_fast_on_two_processes_reports_every_day_it_loaded(
+    cli, source_copy, usecase, settings
+):
+    import datetime as dt
+
+    corrupt(source_copy, usecase, dt.date(2013, 1, 2),
+            "UPDATE flights SET distance = -1 WHERE time_hour >= :start AND time_hour < :end")
+    done = cli("etl", "--start", "2013-01-01", "--end", "2013-01-10", "--workers", "2",
+               "--fail-fast", "--db", sqlite_url(source_copy))
+    assert done.exit_code == 1 and "2013-01-02  FAILED" in done.output
+    reported = [line.split()[0] for line in done.output.splitlines()
+                if line.startswith("2013-") and " rows " in line]
+    loaded = sorted(path.parent.name.removeprefix("date=") for path in
+                    settings.curated_dir("flights").glob("date=*/part-0.parquet"))
+    assert reported == loaded and "2013-01-10" not in loaded  # fail-fast stopped the rest
+    assert f"{len(loaded)} of 10 days loaded" in done.output
 
 
 def test_validate_a_day_and_a_quarantined_file(cli, source_copy, usecase, settings):
