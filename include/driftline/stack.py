@@ -241,6 +241,7 @@ def environment(
 def services(settings: Settings, ports: Ports, production: Production | None) -> list[Service]:
     bin_dir = Path(sys.executable).parent
     airflow = str(bin_dir / "airflow")
+    warm = [sys.executable, "-m", "driftline.warm_start"]
     airflow_url = f"http://{HOST}:{ports.airflow}"
     if production is None:
         store = [
@@ -260,7 +261,8 @@ def services(settings: Settings, ports: Ports, production: Production | None) ->
             [airflow, "api-server", "--host", HOST, "--port", str(ports.airflow)],
             f"{airflow_url}/api/v2/monitor/health",
         ),
-        Service("scheduler", [airflow, "scheduler"]),
+        # LocalExecutor forks every task from the scheduler: start it warm (driftline.warm_start)
+        Service("scheduler", [*(warm if production is None else [airflow]), "scheduler"]),
         Service("dag-processor", [airflow, "dag-processor"]),
         Service("triggerer", [airflow, "triggerer"]),
         Service(
@@ -297,7 +299,7 @@ def services(settings: Settings, ports: Ports, production: Production | None) ->
     ]
     if production is not None:
         planned.append(
-            Service("celery-worker", [airflow, "celery", "worker", "--concurrency", "2"])
+            Service("celery-worker", [*warm, "celery", "worker", "--concurrency", "2"])
         )
     return planned
 

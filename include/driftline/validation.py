@@ -120,6 +120,11 @@ def _run_suite(
     return validated.to_json_dict()
 
 
+def warm() -> None:
+    """Build this process's GX context now (driftline.warm_start: forked tasks inherit it)."""
+    _gx_context()
+
+
 @functools.cache
 def _gx_context():  # noqa: ANN202 - a GX EphemeralDataContext
     """One ephemeral GX context per process (no state on disk): building one costs more than

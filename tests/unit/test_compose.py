@@ -178,7 +178,7 @@ def test_the_whole_stack_is_there(compose):
         "airflow-scheduler": ["airflow", "scheduler"],
         "airflow-dag-processor": ["airflow", "dag-processor"],
         "airflow-triggerer": ["airflow", "triggerer"],
-        "airflow-worker": ["airflow", "celery", "worker"],
+        "airflow-worker": ["python", "-m", "driftline.warm_start", "celery", "worker"],
     }
 
 

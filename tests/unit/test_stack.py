@@ -66,6 +66,34 @@ def test_local_and_production_profiles_differ_only_where_they_must(settings):
     assert "celery-worker" not in [s.name for s in stack.services(settings, ports, None)]
 
 
+def test_the_processes_that_fork_tasks_start_warm_and_run_airflow_itself(settings, tmp_path):
+    ports = stack.Ports.from_env({})
+    env = {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://postgres@127.0.0.1/af",
+        "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:6379/7",
+        "DRIFTLINE_MLFLOW_BACKEND_STORE_URI": "postgresql://postgres@127.0.0.1/ml",
+    }
+    production = stack.Production.from_env(env, settings.home)
+    local = {s.name: s.argv for s in stack.services(settings, ports, None)}
+    celery = {s.name: s.argv for s in stack.services(settings, ports, production)}
+    warm = [sys.executable, "-m", "driftline.warm_start"]
+    assert local["scheduler"] == [*warm, "scheduler"]  # LocalExecutor forks tasks from it
+    assert celery["celery-worker"][:4] == [*warm, "celery"]  # the worker does, with Celery
+    assert celery["scheduler"][0].endswith("/airflow")  # ... and the scheduler does not
+    assert local["dag-processor"][0].endswith("/airflow")  # parses DAG files: stays light
+
+    done = subprocess.run(
+        [*warm, "version"],
+        env={**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("3.")  # Airflow's own CLI answered
+    assert "task libraries imported in" in done.stderr
+
+
 def test_production_profile_names_what_is_missing(settings):
     with pytest.raises(stack.StackError, match="AIRFLOW__CELERY__BROKER_URL"):
         stack.Production.from_env(
