@@ -1,9 +1,10 @@
 """The expectation suite: Great Expectations against the same rules as plain pandas checks.
 
-Platform: driftline.validation.validate_batch (an ephemeral GX context, the suite
-expectations/flights_batch.json with usecases/flights.yaml's parameters), on one day's
-curated batch and on the whole year as one batch (the year fails the daily row-count bound,
-as it should: both sides must say so).
+Platform: driftline.validation.validate_batch (the process's one ephemeral GX context, the
+suite expectations/flights_batch.json with usecases/flights.yaml's parameters; verdicts only,
+then the detailed SUMMARY result for a failing batch), on one day's curated batch and on the
+whole year as one batch (the year fails the daily row-count bound, as it should: both sides
+must say so; a failing batch pays for the second, detailed validation).
 
 Baseline, same run, same frames: every expectation of the suite written as a plain pandas
 check with GX's semantics (map expectations ignore nulls; `mostly` honoured; a check that
@@ -231,8 +232,8 @@ def main() -> None:
     )
     table.add("faulty day: GX vs pandas", bad["gx"], "s", bad["pandas"])
     table.add("GX import (once per process)", gx_import.seconds, "s")
-    table.add("GX ephemeral context (made per validate_batch)", context.seconds / 3, "s")
-    table.add("Data Docs page of one day's result (gate_batch)", docs.seconds, "s")
+    table.add("GX ephemeral context (made once per process)", context.seconds / 3, "s")
+    table.add("Data Docs page of one day's result (failing day, or opened)", docs.seconds, "s")
     table.add(
         "pass/fail agreement (day, faulty day, range)",
         f"{day['evaluated']}/{day['evaluated']} each",
