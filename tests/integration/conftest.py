@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import os
+import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pendulum
 
+from tests import warm_cli
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -34,13 +39,36 @@ def airflow_env(root: Path, source_url: str) -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
-    done = run(env, "airflow", "db", "migrate")
-    assert done.returncode == 0, done.stderr[-3000:]
+    (root / "airflow").mkdir(parents=True, exist_ok=True)
+    copy_sqlite(migrated_metadata_db(), root / "airflow" / "airflow.db")
     return env
 
 
+def copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database, its write-ahead log included (Airflow's
+    metadata DB runs in WAL mode: the file alone misses the last transactions)."""
+    with contextlib.closing(sqlite3.connect(source)) as db, contextlib.closing(
+        sqlite3.connect(target)
+    ) as copy:
+        db.backup(copy)
+
+
+@functools.cache
+def migrated_metadata_db() -> Path:
+    """An Airflow metadata DB (SQLite) migrated once per session by `airflow db migrate`;
+    each module's Airflow home starts from a copy of it."""
+    home = Path(tempfile.mkdtemp(prefix="driftline-airflow-template-"))
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = run(env, "airflow", "db", "migrate")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home / "airflow.db"
+
+
 def run(env: dict[str, str], tool: str, *args: str, timeout: int = 600):
-    """Run a tool of this venv (airflow, driftline) or, failing that, of the PATH (git)."""
+    """Run a tool of this venv (airflow, driftline: in a warm process, tests.warm_cli) or,
+    failing that, of the PATH (git)."""
+    if tool in warm_cli.CLIS:
+        return warm_cli.run(tool, list(args), env, timeout=timeout)
     executable = BIN / tool if (BIN / tool).exists() else tool
     return subprocess.run([str(executable), *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
