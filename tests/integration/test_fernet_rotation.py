@@ -1,9 +1,9 @@
 """Rotating Airflow's Fernet key, as docs/OPERATIONS.md tells an operator to.
 
-A real Airflow (SQLite metadata database in tmp_path, `airflow db migrate`) stores a connection
-password and a variable encrypted with the old key; with `AIRFLOW__CORE__FERNET_KEY="NEW,OLD"`,
-`airflow rotate-fernet-key` re-encrypts them; afterwards the new key alone decrypts them and the
-old one no longer does.
+A real Airflow (SQLite metadata database in tmp_path, a copy of the session's migrated one)
+stores a connection password and a variable encrypted with the old key; with
+`AIRFLOW__CORE__FERNET_KEY="NEW,OLD"`, `airflow rotate-fernet-key` re-encrypts them; afterwards
+the new key alone decrypts them and the old one no longer does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
+
+from tests.integration.conftest import copy_sqlite, migrated_metadata_db
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -100,7 +102,7 @@ def test_rotate_fernet_key_re_encrypts_with_the_new_key(tmp_path):
         "PROBE_PASSWORD": password,
         "PROBE_VALUE": value,
     }
-    airflow(env, "db", "migrate")
+    copy_sqlite(migrated_metadata_db(), database)  # what `airflow db migrate` makes
     airflow(env, "connections", "add", CONN_ID, "--conn-type", "generic",
             "--conn-login", "probe", "--conn-password", password)  # fmt: skip
     airflow(env, "variables", "set", VARIABLE, value)
