@@ -1,8 +1,8 @@
 """The 30-night load: flights_etl caught up by a real scheduler, two nights at a time, with
 the scheduler killed mid-night and restarted, against the same days loaded in-process.
 
-Platform: tests/integration/test_scheduler_faults.py's night test, run by pytest with
-DRIFTLINE_LOAD_NIGHTS=30 (quick: 6, what `make test` runs): `driftline stack up` (LocalExecutor,
+Platform: tests/integration/test_operator_stack.py's night test, run by pytest with
+DRIFTLINE_LOAD_NIGHTS=30 (quick: 6, what `make test` runs): `make up` (LocalExecutor,
 SQLite, default parallelism), flights_etl unpaused with an end_date 30 nights after 1 January,
 SIGKILL of the scheduler while a task runs after 2 nights, `driftline stack restart
 scheduler`; the test asserts every run green and every partition byte-identical to the day
@@ -36,7 +36,7 @@ from bench.common import (
     timed,
 )
 
-TEST = "tests/integration/test_scheduler_faults.py"
+TEST = "tests/integration/test_operator_stack.py"
 NIGHT_TEST = "test_nights_two_at_a_time_survive_a_scheduler_crash_and_load_correct_partitions"
 FIRST = dt.date(2013, 1, 1)
 
