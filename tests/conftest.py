@@ -117,3 +117,29 @@ def corrupt(db: Path, usecase: UseCase, day: dt.date, sql: str) -> None:
               BatchWindow.for_day(day, usecase).query_params.items()}
     with sqlite3.connect(db) as conn:
         conn.execute(sql, params)
+
+
+# The slowest files first (measured: `make test` prints the durations), so that two xdist
+# workers (`make test`, --dist loadfile) do not end with one long file running alone.
+SLOWEST_FIRST = (
+    "tests/integration/test_operator_stack.py",
+    "tests/integration/test_training_dag.py",  # not two stacks starting at the same time
+    "tests/integration/test_production_mode.py",
+    "tests/integration/test_monitoring_dag.py",
+    "tests/integration/test_replay.py",
+    "tests/integration/test_mlflow_postgres.py",
+    "tests/integration/test_etl_dag.py",
+    "tests/integration/test_dependency_faults.py",
+    "tests/integration/test_log_masking.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order files by SLOWEST_FIRST, the others after them as collected; a file's own tests
+    keep their order (the module fixtures of the integration tests rely on it)."""
+    rank = {path: n for n, path in enumerate(SLOWEST_FIRST)}
+
+    def file_rank(item: pytest.Item) -> int:
+        return rank.get(Path(item.path).relative_to(REPO).as_posix(), len(rank))
+
+    items.sort(key=file_rank)
