@@ -134,12 +134,51 @@ class Workspace:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def write_pipeline(self, params: dict[str, Any]) -> None:
-        """dvc.yaml and params.yaml from the project, plus this run's sections."""
+        """dvc.yaml and params.yaml from the project, plus this run's sections.
+
+        The root .gitignore keeps the entries DVC wrote (`/model`): DVC writes them only when
+        it runs a stage, so a stage it skips as cached would otherwise land in git.
+        """
         source = project_root()
         shutil.copyfile(source / "dvc.yaml", self.root / "dvc.yaml")
         merged = {**yaml.safe_load((source / "params.yaml").read_text()), **params}
         (self.root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
-        (self.root / ".gitignore").write_text("/.driftline.lock\n")
+        self._ignore(["/.driftline.lock"])
+        self.untrack_outputs()
+
+    def cached_outputs(self) -> list[str]:
+        """The stage outputs DVC caches (dvc.yaml `outs`): git must never track them."""
+        pipeline = yaml.safe_load((self.root / "dvc.yaml").read_text()) or {}
+        found = []
+        for stage in (pipeline.get("stages") or {}).values():
+            for out in stage.get("outs") or []:
+                path, options = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+                if (options or {}).get("cache", True):
+                    found.append(path)
+        return found
+
+    def untrack_outputs(self) -> None:
+        """Take cached stage outputs out of git and ignore them, as DVC would have.
+
+        Also repairs a workspace where an earlier driftline committed `model/` into git
+        (after which every `dvc repro` failed: "output 'model' is already tracked by SCM").
+        """
+        outputs = self.cached_outputs()
+        tracked = self.run("git", "ls-files", "--", *outputs) if outputs else ""
+        if tracked:
+            self.run("git", "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", *outputs)
+        for output in outputs:
+            folder, name = os.path.split(output)
+            self._ignore([f"/{name}"], Path(folder))
+
+    def _ignore(self, entries: list[str], folder: Path = Path(".")) -> None:
+        """Add `entries` to `folder`/.gitignore, keeping every line already there."""
+        path = self.root / folder / ".gitignore"
+        lines = path.read_text().splitlines() if path.exists() else []
+        missing = [entry for entry in entries if entry not in lines]
+        if missing:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{line}\n" for line in [*lines, *missing]))
 
     def track_snapshot(self) -> None:
         self.run("dvc", "add", "-q", WINDOW_FILE)
@@ -148,7 +187,16 @@ class Workspace:
         return self.run("dvc", "repro")
 
     def commit(self, message: str) -> str:
+        """Commit the workspace; refuses if a cached stage output would go into git."""
         self.run("git", "add", "-A")
+        outputs = self.cached_outputs()
+        staged = self.run("git", "ls-files", "--", *outputs) if outputs else ""
+        if staged:
+            self.run("git", "reset", "-q")
+            raise WorkspaceError(
+                f"{self.root}: DVC outputs would be committed into git ({staged.splitlines()[:5]});"
+                " their .gitignore entries are missing"
+            )
         self.run("git", "commit", "-q", "--allow-empty", "-m", message)
         return self.run("git", "rev-parse", "HEAD")
 

@@ -57,3 +57,69 @@ def test_a_second_process_waits_for_the_workspace_lock(tmp_path):
     released = float((tmp_path / "first").read_text())
     assert acquired >= released, "the lock was taken while the first process held it"
     assert acquired - began > 3  # longer than DVC would have waited
+
+
+TOY_PIPELINE = """\
+stages:
+  train:
+    cmd: >-
+      python -c "import pathlib as p; m = p.Path('model'); m.mkdir(exist_ok=True);
+      (m / 'weights').write_bytes(p.Path('data/window.parquet').read_bytes())"
+    deps:
+      - data/window.parquet
+    params:
+      - run
+    outs:
+      - model
+"""
+
+
+def _train(ws: Workspace, window: bytes, message: str) -> str:
+    """One training's workspace steps, as training.snapshot_window + run_pipeline do them."""
+    (ws.root / "data").mkdir(exist_ok=True)
+    (ws.root / "data" / "window.parquet").write_bytes(window)
+    ws.write_pipeline({"run": {"window": message}})
+    ws.track_snapshot()
+    ws.repro()
+    return ws.commit(message)
+
+
+def test_the_same_window_twice_then_another_window_keeps_dvc_outputs_out_of_git(
+    tmp_path, monkeypatch
+):
+    """The second run of a window finds every stage cached, so DVC writes no .gitignore entry
+    for `model`; the workspace must still ignore it, or `model/` goes into git and every later
+    `dvc repro` fails ("output 'model' is already tracked by SCM")."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dvc.yaml").write_text(TOY_PIPELINE)
+    (project / "params.yaml").write_text("train: {}\n")
+    monkeypatch.setattr("driftline.workspace.project_root", lambda: project)
+    ws = Workspace.ensure(tmp_path / "ws", str(tmp_path / "remote"))
+    _train(ws, b"window A", "A")
+    _train(ws, b"window A", "A")  # the same window again: every stage is cached
+    assert ws.run("git", "ls-files", "model") == ""
+    _train(ws, b"window B", "B")  # before the fix: already tracked by SCM
+    assert ws.run("git", "ls-files", "model") == ""
+    assert (ws.root / "model" / "weights").read_bytes() == b"window B"
+    assert "/model" in (ws.root / ".gitignore").read_text().splitlines()
+
+
+def test_a_workspace_with_model_committed_into_git_is_repaired_by_the_next_run(
+    tmp_path, monkeypatch
+):
+    """Workspaces damaged by earlier driftline versions train again without a manual fix."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dvc.yaml").write_text(TOY_PIPELINE)
+    (project / "params.yaml").write_text("train: {}\n")
+    monkeypatch.setattr("driftline.workspace.project_root", lambda: project)
+    ws = Workspace.ensure(tmp_path / "ws", str(tmp_path / "remote"))
+    _train(ws, b"window A", "A")
+    (ws.root / ".gitignore").write_text("/.driftline.lock\n")  # what driftline used to write
+    ws.run("git", "add", "-A")
+    ws.run("git", "commit", "-q", "-m", "damaged: model/ in git")
+    assert ws.run("git", "ls-files", "model") == "model/weights"
+    _train(ws, b"window B", "B")
+    assert ws.run("git", "ls-files", "model") == ""
+    assert ws.run("git", "status", "--porcelain") == ""
