@@ -288,10 +288,14 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
 @pass_context
 def history(ctx: _Context, last: int) -> None:
     """The drift history: each night's figures and the drift sensor's decision."""
-    from driftline.history import DriftHistory
+    from driftline import history as drift_history
+    from driftline.etl import masked_url
 
     usecase, settings = ctx.usecase, ctx.settings
-    ledger = DriftHistory(settings.history_url)
+    if not drift_history.exists(settings.history_url):
+        click.echo(f"no night monitored yet ({masked_url(settings.history_url)} does not exist)")
+        return
+    ledger = drift_history.DriftHistory(settings.history_url)
     try:
         nights = ledger.nights(usecase.name, dt.date.max, last)
     finally:
@@ -574,10 +578,13 @@ def _training_status(usecase: UseCase, settings: Settings) -> None:
 
 
 def _monitoring_status(usecase: UseCase, settings: Settings) -> None:
+    from driftline import history as drift_history
     from driftline.etl import masked_url
-    from driftline.history import DriftHistory
 
-    ledger = DriftHistory(settings.history_url)
+    if not drift_history.exists(settings.history_url):
+        click.echo("  monitoring         no night monitored yet")
+        return
+    ledger = drift_history.DriftHistory(settings.history_url)
     try:
         nights = ledger.nights(usecase.name, dt.date.max, 10_000)
     finally:

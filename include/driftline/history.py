@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -133,3 +134,12 @@ class DriftHistory:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def exists(url: str) -> bool:
+    """Whether the history database is there to read (a SQLite file not yet made is not):
+    read-only commands say "nothing yet" on a fresh home instead of creating it."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return True
+    return Path(parsed.database).exists()

@@ -114,3 +114,14 @@ def test_an_unknown_usecase_is_one_readable_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("error: no use-case 'trains'")
     assert "Traceback" not in done.stderr
+
+
+def test_status_and_history_on_a_fresh_home_say_nothing_yet_and_create_nothing(cli, settings):
+    """The first command a new user types: no traceback, and no state made by reading."""
+    status = cli("status")
+    assert status.exit_code == 0, status.output
+    assert "monitoring         no night monitored yet" in status.output
+    history = cli("history")
+    assert history.exit_code == 0, history.output
+    assert "no night monitored yet" in history.output
+    assert not settings.home.exists()
