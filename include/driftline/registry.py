@@ -6,9 +6,11 @@ Aliases of the registered model: `challenger` marks the newest candidate, `champ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +196,7 @@ def log_model_version(
     example = holdout[trained.schema.features].head(5)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params(_flat(params))
-        mlflow.log_metrics({k: v for k, v in _flat(metrics).items() if _finite(v)})
+        mlflow.log_metrics(mlflow_metrics(metrics))
         mlflow.set_tags(tags)
         mlflow.log_artifact(str(workspace_root / stages.METRICS), "evaluation")
         mlflow.log_artifact(str(workspace_root / stages.REFERENCE), REFERENCE_ARTIFACT_DIR)
@@ -213,6 +215,18 @@ def log_model_version(
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
     log.info("registered %s version %s from run %s", name, version.version, run_id)
     return str(version.version)
+
+
+def mark_failed(settings: Settings, run_id: str, step: str, error: BaseException) -> None:
+    """A run that made no version says so: status FAILED, the step and the error as tags
+    (best effort: MLflow may be what failed)."""
+    try:
+        mlflow_client = client(settings)
+        mlflow_client.set_tag(run_id, "driftline.failed_step", step)
+        mlflow_client.set_tag(run_id, "driftline.error", str(error)[:4000])
+        mlflow_client.set_terminated(run_id, status="FAILED")
+    except Exception:  # noqa: BLE001 - the original error is the one to raise
+        log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
 
 
 # What MLflow answers for a model or alias that does not exist (sqlite store and server
@@ -339,10 +353,35 @@ def version_info(settings: Settings, usecase: UseCase, version: str) -> dict[str
     }
 
 
+def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """metrics.json as MLflow metrics: nested names joined with '.', finite numbers only.
+
+    Slice names hold data values (`carrier=9E`, or a band such as `income=0 - 20K €`), and
+    MLflow refuses most characters in a metric name: each name part is made safe here (see
+    metric_name_part), while metrics.json, logged beside them, keeps the names as they are.
+    """
+    return {k: float(v) for k, v in _flat(metrics).items() if _finite(v)}
+
+
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def metric_name_part(key: str) -> str:
+    """`key` with '=' as '_' and every other character MLflow may refuse (spaces, '%', '€',
+    '/', ...) as '_', plus a short hash of `key` when any was replaced, so that two values
+    that differ only in such characters stay two metrics."""
+    name = str(key).replace("=", "_")
+    safe = _UNSAFE_IN_NAME.sub("_", name)
+    if safe == name and safe not in (".", ".."):
+        return safe
+    digest = hashlib.sha1(str(key).encode(), usedforsecurity=False).hexdigest()[:6]
+    return f"{safe}_{digest}"
+
+
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in data.items():
-        name = f"{prefix}{key}".replace("=", "_")
+        name = f"{prefix}{metric_name_part(key)}"
         if isinstance(value, dict):
             flat.update(_flat(value, f"{name}."))
         elif isinstance(value, list):
