@@ -12,6 +12,8 @@ import re
 import reprlib
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -279,19 +281,34 @@ def run_pipeline(
         if snapshot_md5 is not None and ws.snapshot_md5() != snapshot_md5:
             raise WorkspaceError(
                 f"the snapshot in {ws.root} is no longer this run's ({snapshot_md5[:12]}): "
-                "another training run replaced it; trigger this one again"
+                "another training run replaced it, or a failed dvc repro restored the last "
+                "version; trigger this one again"
             )
         began = time.perf_counter()
-        ws.repro()
+        try:
+            ws.repro()
+        except WorkspaceError:
+            ws.restore_head()  # the workspace stays at the last version, not half this run's
+            raise
         seconds = time.perf_counter() - began
         commit = ws.commit(message)
-        ws.push()
+        try:
+            ws.push()
+        except WorkspaceError:
+            ws.tag(unregistered_tag(message), commit)
+            raise
         return {
             "commit": commit,
             "hashes": ws.hashes(),
             "metrics": _headline(ws.metrics()),
             "pipeline_seconds": round(seconds, 2),
         }
+
+
+def unregistered_tag(message: str) -> str:
+    """The git tag on a workspace commit that no model version was made from (its push or
+    its registration failed): `git tag -l 'unregistered/*'` lists failed attempts."""
+    return "unregistered/" + re.sub(r"[^A-Za-z0-9_.-]+", "_", message.split("(")[-1])[:100]
 
 
 def commit_message(request: TrainingRequest, dag_id: str, run_id: str) -> str:
@@ -361,11 +378,21 @@ def register(
     }
     if request.evidence:
         tags["trigger_evidence"] = _json(request.evidence)[:5000]
-    run_id = registry.find_or_start_run(settings, usecase, run_key, tags)
-    with workspace(usecase, settings).at_commit(pipeline["commit"]) as ws:
-        params = {**pipeline_params(usecase, request)["run"], **_train_params(ws)}
-        version = registry.log_model_version(settings, usecase, run_id, ws.root, params, tags)
-        ws.tag(f"{usecase.training.registered_model}-v{version}", pipeline["commit"])
+    ws = workspace(usecase, settings)
+    failed = unregistered_tag(ws.run("git", "log", "-1", "--format=%s", pipeline["commit"]))
+    run_id = None
+    try:
+        run_id = registry.find_or_start_run(settings, usecase, run_key, tags)
+        with ws.at_commit(pipeline["commit"]):
+            params = {**pipeline_params(usecase, request)["run"], **_train_params(ws)}
+            version = registry.log_model_version(settings, usecase, run_id, ws.root, params, tags)
+            ws.tag(f"{usecase.training.registered_model}-v{version}", pipeline["commit"])
+    except Exception as exc:
+        if run_id is not None:
+            registry.mark_failed(settings, run_id, "register_model", exc)
+        ws.tag(failed, pipeline["commit"])
+        raise
+    ws.run("git", "tag", "-d", failed, check=False)  # a retry that succeeded
     return {
         "version": version,
         "run_id": run_id,
@@ -426,6 +453,20 @@ def gate(usecase: UseCase, settings: Settings, request: TrainingRequest, version
     }
 
 
+class TrainingStepError(RuntimeError):
+    """A step of `train` failed; the message names the step (as the DAG's task ids do)."""
+
+
+@contextmanager
+def _step(name: str) -> Iterator[None]:
+    try:
+        yield
+    except TrainingRequestError:
+        raise  # already names the field that is wrong
+    except Exception as exc:
+        raise TrainingStepError(f"training step {name} failed: {exc}") from exc
+
+
 def run_key_for(dag_id: str, run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:+-]", "_", f"{dag_id}/{run_id}")
 
@@ -440,22 +481,26 @@ def train(
     """All steps in one process (the CLI's path)."""
     run_id = run_id or dt.datetime.now(dt.UTC).strftime("cli__%Y-%m-%dT%H:%M:%S.%f")
     began = time.perf_counter()
-    snapshot = snapshot_window(usecase, settings, request)
-    pipeline = run_pipeline(
-        usecase,
-        settings,
-        commit_message(request, dag_id, run_id),
-        snapshot["snapshot_md5"],
-    )
-    registered = register(
-        usecase,
-        settings,
-        request,
-        run_key_for(dag_id, run_id),
-        {"airflow_dag_id": dag_id, "airflow_run_id": run_id},
-        pipeline,
-    )
-    decision = gate(usecase, settings, request, registered["version"])
+    with _step("snapshot_window"):
+        snapshot = snapshot_window(usecase, settings, request)
+    with _step("run_dvc_pipeline"):
+        pipeline = run_pipeline(
+            usecase,
+            settings,
+            commit_message(request, dag_id, run_id),
+            snapshot["snapshot_md5"],
+        )
+    with _step("register_model"):
+        registered = register(
+            usecase,
+            settings,
+            request,
+            run_key_for(dag_id, run_id),
+            {"airflow_dag_id": dag_id, "airflow_run_id": run_id},
+            pipeline,
+        )
+    with _step("gate_challenger"):
+        decision = gate(usecase, settings, request, registered["version"])
     return {
         **snapshot,
         **pipeline,

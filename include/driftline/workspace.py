@@ -180,6 +180,12 @@ class Workspace:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(f"{line}\n" for line in [*lines, *missing]))
 
+    def restore_head(self) -> None:
+        """Back to the last committed version: git files and the DVC outputs it recorded
+        (from the cache), after a run that failed before its commit."""
+        self.run("git", "reset", "-q", "--hard", "HEAD")
+        self.run("dvc", "checkout", "-q", "--force", check=False)  # empty before any version
+
     def track_snapshot(self) -> None:
         self.run("dvc", "add", "-q", WINDOW_FILE)
 

@@ -72,7 +72,37 @@ def test_an_mlflow_store_that_is_down_fails_registration_naming_it_and_the_champ
     with pytest.raises(Exception) as failed:
         retrain(usecase, down, "mlflow down")
     assert DOWN in str(failed.value), str(failed.value)
+    assert "training step register_model failed" in str(failed.value)
     assert registered(settings, usecase) == (["1"], "1")
+    ws = training.workspace(usecase, settings)  # the commit no version came from is marked
+    assert ws.run("git", "tag", "--points-at", "HEAD", "-l", "unregistered/*")
     # and once it is back, the same training registers version 2 and promotes it
     again = retrain(usecase, settings, "mlflow back")
     assert (again["version"], again["promoted"]) == ("2", True)
+
+
+def test_a_failing_dvc_stage_names_the_step_and_leaves_the_workspace_at_the_last_version(
+    trained, monkeypatch
+):
+    """A stage that fails (here XGBoost refuses a parameter) leaves neither a half-written
+    workspace nor an MLflow run; the next training starts from the last version."""
+    settings, usecase = trained
+    ws = training.workspace(usecase, settings)
+    head, snapshot = ws.run("git", "rev-parse", "HEAD"), ws.snapshot_md5()
+    before = registered(settings, usecase)
+    real_params = training.pipeline_params
+
+    def bad_train_params(*args):
+        return {**real_params(*args), "train": {"num_boost_round": 5, "max_depth": -3}}
+
+    monkeypatch.setattr(training, "pipeline_params", bad_train_params)
+    with pytest.raises(training.TrainingStepError) as failed:
+        retrain(usecase, settings, "bad stage")
+    assert "training step run_dvc_pipeline failed" in str(failed.value)
+    assert "dvc repro" in str(failed.value)
+    assert ws.run("git", "rev-parse", "HEAD") == head
+    assert ws.run("git", "status", "--porcelain") == ""
+    assert ws.snapshot_md5() == snapshot
+    assert registered(settings, usecase) == before
+    runs = registry.client(settings).search_runs([registry.experiment_id(settings, usecase)])
+    assert not [r for r in runs if r.data.tags.get("trigger_reason") == "bad stage"]
