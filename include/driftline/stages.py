@@ -33,6 +33,43 @@ METRICS = Path("metrics.json")
 PLOTS = Path("plots")
 
 
+# The driftline modules a stage command runs, and the files that pin its libraries: every
+# stage depends on their hashes (params.yaml `code`), so after a change DVC reruns a stage
+# instead of skipping it or restoring a run-cache output made by the old code.
+# tests/unit/test_training.py checks that this is every driftline module a stage imports.
+STAGE_MODULES = (
+    "driftline.config",
+    "driftline.evaluation",
+    "driftline.model",
+    "driftline.stages",
+    "driftline.storage",
+    "driftline.workspace",
+)
+PIN_FILES = ("requirements.txt", "constraints.txt")
+
+
+def code_fingerprint(project: Path) -> dict[str, str]:
+    """sha256 of the stage code and of the pinned set (`project`'s pin files), and the
+    Python version: the `code` params section of every stage."""
+    import hashlib
+    import importlib.util
+    import platform
+
+    def sha256(paths: list[Path]) -> str:
+        digest = hashlib.sha256()
+        for path in paths:
+            digest.update(path.name.encode() + b"\0")
+            digest.update(path.read_bytes() if path.is_file() else b"(missing)")
+        return digest.hexdigest()
+
+    modules = [Path(importlib.util.find_spec(name).origin) for name in STAGE_MODULES]
+    return {
+        "stages_sha256": sha256(modules),
+        "pins_sha256": sha256([project / name for name in PIN_FILES]),
+        "python": platform.python_version(),
+    }
+
+
 def read_params(root: Path = Path(".")) -> dict[str, Any]:
     return yaml.safe_load((root / "params.yaml").read_text())
 

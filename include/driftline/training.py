@@ -201,6 +201,7 @@ def pipeline_params(usecase: UseCase, request: TrainingRequest) -> dict[str, Any
         "schema": feature_schema(usecase).as_dict(),
         "evaluation": {"slices": dict(gate.slices), "min_slice_rows": gate.min_slice_rows},
         "reference": usecase.monitoring.reference.model_dump(),
+        "code": stages.code_fingerprint(project_root()),
     }
 
 

@@ -140,3 +140,34 @@ def test_the_reference_sample_is_bounded_seeded_and_carries_predictions(usecase,
     shutil.copyfile(tmp_path / stages.REFERENCE, tmp_path / "first.parquet")
     stages.reference(tmp_path)
     assert (tmp_path / stages.REFERENCE).read_bytes() == (tmp_path / "first.parquet").read_bytes()
+
+
+def test_every_stage_depends_on_the_code_that_runs_it_and_on_the_pins(tmp_path):
+    """Before: dvc.yaml listed data and params only, so after a change of the stage code or of
+    the pinned set DVC skipped stages or restored run-cache outputs made by the old code."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, driftline.stages; "
+         "print(' '.join(sorted(m for m in sys.modules if m.startswith('driftline.'))))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert tuple(imported) == stages.STAGE_MODULES  # a new import must join the fingerprint
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert all("code" in stage["params"] for stage in pipeline["stages"].values())
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in stages.PIN_FILES:
+        (project / name).write_text((REPO / name).read_text())
+    before = stages.code_fingerprint(project)
+    assert before == stages.code_fingerprint(REPO)
+    (project / "constraints.txt").write_text((REPO / "constraints.txt").read_text() + "x==1\n")
+    after = stages.code_fingerprint(project)
+    assert after["pins_sha256"] != before["pins_sha256"]
+    assert after["stages_sha256"] == before["stages_sha256"]
