@@ -52,7 +52,10 @@ DOC = """
   snapshot meanwhile, the task says so: trigger again.
 - *register_model* / *gate_challenger*: MLflow is unreachable; retry once it is back. A
   retry reuses the run, the version and a decision already made; the `champion` alias only
-  moves in the gate. Both read the workspace only while it is still at this run's commit.
+  moves in the gate, under the promotion lock (one promotion at a time, whoever runs it).
+  register_model reads the workspace only while it is still at this run's commit; the gate
+  reads the holdout from the DVC cache, and compares with the champion only on holdout days
+  outside the champion's training window.
 - A bad champion in production: `driftline rollback --reason "..."`.
 """
 

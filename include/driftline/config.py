@@ -220,6 +220,8 @@ class GateConfig(_Strict):
     floor: float = 0.5
     slice_tolerance: float = 0.05
     min_slice_rows: int = 100
+    # the fewest holdout rows outside the champion's training window to compare the two on
+    min_compare_rows: int = Field(1000, ge=1)
     # column -> how many of its largest values are slices (0: every value)
     slices: dict[str, int] = Field(default_factory=dict)
 

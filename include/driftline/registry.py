@@ -6,11 +6,14 @@ Aliases of the registered model: `challenger` marks the newest candidate, `champ
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,18 +55,107 @@ class Decision:
     checks: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """The holdout rows champion and challenger are compared on: the challenger's holdout
+    minus the days in the champion's training window (neither model trained on them)."""
+
+    rows: pd.DataFrame = field(repr=False)
+    champion_version: str
+    days: list[str]
+    excluded_days: list[str]
+    min_rows: int
+
+    @property
+    def too_few(self) -> bool:
+        return len(self.rows) < self.min_rows
+
+    def describe(self) -> str:
+        compared = (
+            f"compared on {_span(self.days)} ({len(self.days)} days, {len(self.rows):,} rows "
+            "neither model trained on)"
+            if self.days
+            else "no holdout day is outside it"
+        )
+        if not self.excluded_days:
+            return compared
+        return (
+            f"{compared}; holdout days {_span(self.excluded_days)} are in champion version "
+            f"{self.champion_version}'s training window and were left out"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "champion_version": self.champion_version,
+            "days": self.days,
+            "excluded_days": self.excluded_days,
+            "rows": len(self.rows),
+            "min_rows": self.min_rows,
+        }
+
+
+def _span(days: list[str]) -> str:
+    return days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
+
+
+def comparable_holdout(
+    holdout: pd.DataFrame, usecase: UseCase, champion_version: str, champion_window: str | None
+) -> Comparison:
+    """The challenger's holdout rows outside the champion's training window (`start..end`,
+    the version's `window` tag; unknown for versions made before it: nothing is left out)."""
+    local_day = holdout[usecase.event_time].dt.tz_convert(usecase.tz).dt.date
+    inside = pd.Series(False, index=holdout.index)
+    if champion_window:
+        first, last = (dt.date.fromisoformat(d) for d in champion_window.split(".."))
+        inside = (local_day >= first) & (local_day <= last)
+    return Comparison(
+        rows=holdout[~inside].reset_index(drop=True),
+        champion_version=champion_version,
+        days=sorted({d.isoformat() for d in local_day[~inside]}),
+        excluded_days=sorted({d.isoformat() for d in local_day[inside]}),
+        min_rows=usecase.training.gate.min_compare_rows,
+    )
+
+
 def decide(
-    challenger: Scores, champion: Scores | None, gate: GateConfig, force: bool = False
+    challenger: Scores,
+    champion: Scores | None,
+    gate: GateConfig,
+    force: bool = False,
+    comparison: Comparison | None = None,
 ) -> Decision:
     """Promote only a challenger that beats the champion by the margin, reaches the floor and
     regresses on no slice beyond the tolerance; with no champion yet, the floor alone decides;
-    `force` promotes regardless (and says so)."""
+    `force` promotes regardless (and says so). With a champion, `comparison` says which
+    holdout rows both were scored on; too few of them and nothing is promoted unforced."""
+    decision = _decide(challenger, champion, gate, force, comparison)
+    if comparison is None:
+        return decision
+    checks = {**decision.checks, "compared": comparison.as_dict()}
+    return Decision(decision.promote, f"{decision.reason} ({comparison.describe()})", checks)
+
+
+def _decide(
+    challenger: Scores,
+    champion: Scores | None,
+    gate: GateConfig,
+    force: bool,
+    comparison: Comparison | None,
+) -> Decision:
     metric = gate.primary_metric
     higher = evaluation.HIGHER_IS_BETTER[metric]
     value = challenger.overall[metric]
     checks: dict[str, Any] = {"metric": metric, "challenger": value}
     if force:
         return Decision(True, "forced by the trigger (force_promote)", checks)
+    if comparison is not None and comparison.too_few:
+        return Decision(
+            False,
+            f"not compared with champion version {comparison.champion_version}: "
+            f"{len(comparison.rows):,} holdout rows lie outside its training window, fewer "
+            f"than min_compare_rows {comparison.min_rows} (force_promote to promote anyway)",
+            checks,
+        )
     if math.isnan(value):
         return Decision(False, f"challenger {metric} is undefined on the holdout", checks)
     above_floor = value >= gate.floor if higher else value <= gate.floor
@@ -312,11 +404,27 @@ def record_decision(
     log.info("%s version %s %s: %s", name, version, verdict, decision.reason)
 
 
+@contextmanager
+def promotion_lock(settings: Settings, usecase: UseCase) -> Iterator[None]:
+    """One promotion (or rollback) of the use-case's registered model at a time, across
+    processes and machines (locks.held, in the drift history's database)."""
+    from driftline import locks
+
+    name = f"driftline.promotion.{usecase.training.registered_model}"
+    with locks.held(settings.history_url, name):
+        yield
+
+
 def rollback(settings: Settings, usecase: UseCase, reason: str) -> tuple[str, str]:
     """champion <- previous in one call; previous <- the demoted version (so it can be undone).
 
-    Recorded as tags on both versions. Returns (demoted, restored).
+    Recorded as tags on both versions, under the promotion lock. Returns (demoted, restored).
     """
+    with promotion_lock(settings, usecase):
+        return _rollback(settings, usecase, reason)
+
+
+def _rollback(settings: Settings, usecase: UseCase, reason: str) -> tuple[str, str]:
     mlflow_client = client(settings)
     name = usecase.training.registered_model
     current = alias_version(settings, name, CHAMPION)

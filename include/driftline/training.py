@@ -411,37 +411,50 @@ def _json(data: Any) -> str:
 
 
 def gate(usecase: UseCase, settings: Settings, request: TrainingRequest, version: str) -> dict:
-    """Score challenger and champion on the challenger's DVC-pinned holdout and decide."""
+    """Score challenger and champion on the challenger's DVC-pinned holdout and decide.
+
+    Only the holdout days neither model trained on are compared (a champion trained on a
+    later window has seen some of them), and the decision says which. Reading the champion,
+    deciding and moving the aliases happen under the promotion lock.
+    """
     name = usecase.training.registered_model
-    info = registry.version_info(settings, usecase, version)
-    tags = info["tags"]
+    tags = registry.version_info(settings, usecase, version)["tags"]
     if "gate.decision" in tags:  # a retry after the decision was made: do not decide twice
-        return {
-            "version": version,
-            "promoted": tags["gate.decision"] == "promoted",
-            "reason": tags["gate.reason"],
-            "champion_before": None
-            if tags["gate.champion_version"] == "none"
-            else tags["gate.champion_version"],
-            "already_decided": True,
-        }
-    with workspace(usecase, settings).at_commit(tags["dvc_commit"]) as ws:
-        holdout = pd.read_parquet(ws.root / stages.HOLDOUT)
-    challenger = registry.score(
-        registry.load_version(settings, name, version).predict, holdout, usecase
-    )
-    champion_version = registry.alias_version(settings, name, registry.CHAMPION)
-    champion = None
-    if champion_version is not None and champion_version != version:
-        champion = registry.score(
-            registry.load_version(settings, name, champion_version).predict, holdout, usecase
+        return _decided(version, tags)
+    ws = workspace(usecase, settings)
+    holdout = pd.read_parquet(ws.cached_file(tags["dvc_commit"], stages.HOLDOUT.as_posix()))
+    challenger_model = registry.load_version(settings, name, version)
+    with registry.promotion_lock(settings, usecase):
+        tags = registry.version_info(settings, usecase, version)["tags"]
+        if "gate.decision" in tags:  # decided by another process while this one waited
+            return _decided(version, tags)
+        champion_version = registry.alias_version(settings, name, registry.CHAMPION)
+        if champion_version == version:
+            champion_version = None
+        compared, comparison = holdout, None
+        if champion_version is not None:
+            champion_tags = registry.version_info(settings, usecase, champion_version)["tags"]
+            comparison = registry.comparable_holdout(
+                holdout, usecase, champion_version, champion_tags.get("window")
+            )
+            if not comparison.too_few:  # else the challenger's own figures, for the record
+                compared = comparison.rows
+        challenger = registry.score(challenger_model.predict, compared, usecase)
+        champion = None
+        if comparison is not None and not comparison.too_few:
+            champion = registry.score(
+                registry.load_version(settings, name, champion_version).predict, compared, usecase
+            )
+        decision = registry.decide(
+            challenger,
+            champion,
+            usecase.training.gate,
+            force=request.force_promote,
+            comparison=comparison,
         )
-    decision = registry.decide(
-        challenger, champion, usecase.training.gate, force=request.force_promote
-    )
-    registry.record_decision(
-        settings, usecase, version, champion_version, decision, challenger, champion
-    )
+        registry.record_decision(
+            settings, usecase, version, champion_version, decision, challenger, champion
+        )
     metric = usecase.training.gate.primary_metric
     return {
         "version": version,
@@ -451,6 +464,19 @@ def gate(usecase: UseCase, settings: Settings, request: TrainingRequest, version
         "champion_after": version if decision.promote else champion_version,
         "challenger_" + metric: challenger.overall[metric],
         "champion_" + metric: champion.overall[metric] if champion else None,
+    }
+
+
+def _decided(version: str, tags: dict[str, str]) -> dict:
+    """What gate returns for a version whose decision is already written on it."""
+    return {
+        "version": version,
+        "promoted": tags["gate.decision"] == "promoted",
+        "reason": tags["gate.reason"],
+        "champion_before": None
+        if tags["gate.champion_version"] == "none"
+        else tags["gate.champion_version"],
+        "already_decided": True,
     }
 
 

@@ -244,6 +244,24 @@ class Workspace:
                 found[out["path"]] = out["md5"]
         return found
 
+    def cached_file(self, commit: str, path: str) -> Path:
+        """The file a stage wrote to `path` in the version at `commit`, from the DVC cache
+        (content-addressed, never rewritten): readable whatever the workspace holds now,
+        e.g. while another training runs."""
+        lock = yaml.safe_load(self.run("git", "show", f"{commit}:dvc.lock"))
+        for stage in lock["stages"].values():
+            for out in stage.get("outs", []):
+                if out["path"] == path:
+                    md5 = out["md5"]
+                    cached = self.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+                    if not cached.is_file():
+                        raise WorkspaceError(
+                            f"{path} of {commit[:12]} (md5 {md5}) is not in the DVC cache of "
+                            f"{self.root}: `dvc pull` it from the remote"
+                        )
+                    return cached
+        raise WorkspaceError(f"{commit[:12]} has no stage output {path} in its dvc.lock")
+
     def clone_at(self, commit: str, target: Path) -> Workspace:
         """A fresh clone at `commit` with an empty DVC cache: data can only come from the remote."""
         subprocess.run(

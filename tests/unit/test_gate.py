@@ -75,3 +75,44 @@ def test_lower_is_better_metrics_compare_the_other_way(metric):
     worse = Scores(overall={metric: 0.45})
     assert decide(better, worse, gate).promote
     assert not decide(worse, better, gate).promote
+
+
+def _holdout(usecase, first: str, days: int, rows_per_day: int):
+    import pandas as pd
+
+    stamps = [
+        pd.Timestamp(f"{first} 12:00", tz=usecase.timezone) + pd.Timedelta(days=d)
+        for d in range(days) for _ in range(rows_per_day)
+    ]
+    return pd.DataFrame({usecase.event_time: pd.Series(stamps).dt.tz_convert("UTC")})
+
+
+def test_the_champion_is_compared_only_on_holdout_days_outside_its_training_window(usecase):
+    """Before: a champion trained on a later window was scored on days it had trained on, so
+    it won by construction."""
+    from driftline.registry import comparable_holdout
+
+    holdout = _holdout(usecase, "2013-01-25", 7, 300)  # 25..31 January
+    compared = comparable_holdout(holdout, usecase, "3", "2013-01-01..2013-01-29")
+    assert compared.excluded_days == ["2013-01-25", "2013-01-26", "2013-01-27", "2013-01-28",
+                                      "2013-01-29"]
+    assert compared.days == ["2013-01-30", "2013-01-31"] and len(compared.rows) == 600
+    assert compared.too_few  # min_compare_rows 1000 in usecases/flights.yaml
+    decision = decide(scores(0.70), scores(0.60), GATE, comparison=compared)
+    assert not decision.promote
+    assert decision.reason.startswith("not compared with champion version 3: 600 holdout rows")
+    assert "2013-01-25..2013-01-29 are in champion version 3's training window" in decision.reason
+    assert decide(scores(0.70), None, GATE, force=True, comparison=compared).promote
+
+
+def test_a_champion_of_an_earlier_window_is_compared_on_the_whole_holdout(usecase):
+    from driftline.registry import comparable_holdout
+
+    holdout = _holdout(usecase, "2013-02-01", 7, 300)
+    compared = comparable_holdout(holdout, usecase, "1", "2013-01-01..2013-01-31")
+    assert compared.excluded_days == [] and len(compared.rows) == 2100
+    decision = decide(scores(0.70), scores(0.60), GATE, comparison=compared)
+    assert decision.promote
+    assert decision.reason.endswith(
+        "(compared on 2013-02-01..2013-02-07 (7 days, 2,100 rows neither model trained on))")
+    assert decision.checks["compared"]["rows"] == 2100
