@@ -58,9 +58,10 @@ def drift_reference(features: pd.DataFrame, predictions: pd.Series) -> pd.DataFr
     with no features.
 
     Evidently runs a report on one (current, reference) pair, and each column's drift test
-    drops the reference's missing values, so every column is judged against its own rows
+    leaves out missing values on either side, so every column is judged against its own rows
     while one DriftedColumnsCount still counts all columns (its share stays the share of the
-    columns whose ValueDrift test failed).
+    columns whose ValueDrift test failed). The current side may blank the prediction the same
+    way (driftline.judged_rows.blank_outside): an all-blank column is not judged at all.
     """
     return pd.concat(
         [
