@@ -262,10 +262,9 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
             click.echo(f"{day}  not judged: {exc}")
             continue
         verdict, night = monitoring.decide_night(usecase, settings, day)
-        auc = "n/a" if summary.roc_auc is None else f"{summary.roc_auc:.4f}"
         click.echo(
-            f"{day} {version:>7} {summary.rows:>5} {summary.drift_share:>6.2f} {auc:>7}  "
-            f"{verdict.decision}"
+            f"{day} {version:>7} {summary.rows:>5} {summary.drift_share:>6.2f} "
+            f"{_roc_auc(summary):>7}  {verdict.decision}"
         )
         if verdict.fires:
             fired.append(day)
@@ -301,13 +300,23 @@ def history(ctx: _Context, last: int) -> None:
     finally:
         ledger.dispose()
     for night in nights:
-        auc = "n/a" if night.roc_auc is None else f"{night.roc_auc:.4f}"
         click.echo(
             f"{night.day} v{night.model_version} drift {night.drift_share:.2f} "
-            f"roc_auc {auc} {night.decision or 'undecided'}: {night.decision_reason or ''}"
+            f"roc_auc {_roc_auc(night)} {night.decision or 'undecided'}: "
+            f"{night.decision_reason or ''}"
         )
+        click.echo(f"           {night.drift_basis()}")
+        click.echo(f"           {night.quality_basis()}")
         if night.drifted_columns:
             click.echo(f"           drifted: {', '.join(night.drifted_columns)}")
+
+
+def _roc_auc(night) -> str:
+    """A night's ROC AUC as the history shows it: a number, "not-yet" (too few labelled rows
+    after the model's training window) or "n/a" (undefined, e.g. one class only)."""
+    if night.quality_judged is False:
+        return "not-yet"
+    return "n/a" if night.roc_auc is None else f"{night.roc_auc:.4f}"
 
 
 @main.command()

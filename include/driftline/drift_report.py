@@ -1,8 +1,9 @@
 """Evidently 0.7 reports of a night, and the figures the drift rule reads from them.
 
 Two reports: data drift of the model's features and of its prediction (every scored row),
-and classification quality (only rows whose label is known). `summarize` reads both from
-their JSON form, so it is a pure function that tests can feed saved results.
+and classification quality (only rows whose label is known, of days the model was not trained
+on: driftline.judged_rows). `summarize` reads both from their JSON form, so it is a pure
+function that tests can feed saved results.
 Evidently is imported inside the functions: it costs ~7 s, and DAG files import this module.
 """
 
@@ -51,6 +52,26 @@ def judged_columns(reference: pd.DataFrame, current: pd.DataFrame, usecase: UseC
     ]
 
 
+def drift_reference(features: pd.DataFrame, predictions: pd.Series) -> pd.DataFrame:
+    """One reference frame for two references of different rows: the features' rows (the
+    training sample) with no prediction, then the prediction's rows (holdout predictions)
+    with no features.
+
+    Evidently runs a report on one (current, reference) pair, and each column's drift test
+    leaves out missing values on either side, so every column is judged against its own rows
+    while one DriftedColumnsCount still counts all columns (its share stays the share of the
+    columns whose ValueDrift test failed). The current side may blank the prediction the same
+    way (driftline.judged_rows.blank_outside): an all-blank column is not judged at all.
+    """
+    return pd.concat(
+        [
+            features.drop(columns=[PREDICTION], errors="ignore"),
+            pd.DataFrame({PREDICTION: predictions.to_numpy(dtype=float)}),
+        ],
+        ignore_index=True,
+    )
+
+
 def _definition(usecase: UseCase, columns: list[str], with_label: bool):
     from evidently import BinaryClassification, DataDefinition
 
@@ -80,8 +101,12 @@ def drift_report(
     usecase: UseCase,
     tests: DriftTestConfig,
     timestamp: dt.datetime,
+    metadata: dict[str, str] | None = None,
 ):
     """Data drift of the monitored columns and of the prediction (an Evidently Snapshot).
+
+    `metadata` (which days, rows and references it judged) goes into the snapshot, where the
+    Evidently workspace shows it beside the report.
 
     One ValueDrift per column (its score, its test, its plots) and the DriftedColumnsCount the
     dashboard plots; DataDriftPreset would compute each column's drift a third time for its
@@ -118,6 +143,7 @@ def drift_report(
         current_data=_dataset(current[columns], definition),
         reference_data=_dataset(reference[columns], definition),
         timestamp=timestamp,
+        metadata=metadata or {},
     )
 
 
@@ -128,8 +154,16 @@ def labelled(frame: pd.DataFrame, usecase: UseCase) -> pd.DataFrame:
     return known.astype({label: "int64"})
 
 
-def quality_report(current: pd.DataFrame, usecase: UseCase, timestamp: dt.datetime):
-    """ROC AUC and log loss of the prediction on the labelled rows (an Evidently Snapshot)."""
+def quality_report(
+    current: pd.DataFrame,
+    usecase: UseCase,
+    timestamp: dt.datetime,
+    metadata: dict[str, str] | None = None,
+):
+    """ROC AUC and log loss of the prediction on the labelled rows (an Evidently Snapshot).
+
+    The caller chooses the rows (driftline.judged_rows.quality_rows) and says which in
+    `metadata`."""
     from evidently import Report
     from evidently.metrics import LogLoss, RocAuc
 
@@ -139,7 +173,10 @@ def quality_report(current: pd.DataFrame, usecase: UseCase, timestamp: dt.dateti
     definition = _definition(usecase, [PREDICTION], with_label=True)
     columns = [PREDICTION, usecase.label.name]
     return Report([RocAuc(), LogLoss()]).run(
-        current_data=_dataset(rows[columns], definition), reference_data=None, timestamp=timestamp
+        current_data=_dataset(rows[columns], definition),
+        reference_data=None,
+        timestamp=timestamp,
+        metadata=metadata or {},
     )
 
 

@@ -1,8 +1,10 @@
 """When drift is worth a retraining: the drift sensor's rule, as a pure function.
 
 Drift share at or above a threshold on k of the last n nights, or a quality drop beyond a
-margin below the champion's holdout figure once labels exist; never inside a cool-down
-after the last retraining, and never on a night whose ETL validation failed.
+margin below the champion's holdout figure once enough labelled rows after its training
+window exist (a night "not judged yet" has no quality figure, so it can only be quiet on
+quality); never inside a cool-down after the last retraining, and never on a night whose ETL
+validation failed.
 """
 
 from __future__ import annotations
@@ -47,24 +49,27 @@ def judge(
             f"drift share >= {rule.drift_share} on {len(drifted)} of the last "
             f"{rule.nights_window} nights ({', '.join(str(n.day) for n in drifted)})"
         )
+    quality_judged = (
+        today is not None and today.quality_judged is not False and today.roc_auc is not None
+    )
     if (
         rule.quality_drop is not None
-        and today is not None
-        and today.roc_auc is not None
+        and quality_judged
         and today.champion_holdout_roc_auc is not None
         and today.roc_auc < today.champion_holdout_roc_auc - rule.quality_drop
     ):
         reasons.append(
-            f"ROC AUC {today.roc_auc:.4f} is more than {rule.quality_drop} below the champion's "
-            f"holdout {today.champion_holdout_roc_auc:.4f}"
+            f"ROC AUC {today.roc_auc:.4f} ({today.quality_basis()}) is more than "
+            f"{rule.quality_drop} below the champion's holdout {today.champion_holdout_roc_auc:.4f}"
         )
     if not reasons:
         share = f"{today.drift_share:.2f}" if today else "unknown"
+        unjudged = f"; {today.quality_basis()}" if today and today.quality_judged is False else ""
         return Verdict(
             QUIET,
             f"drift share {share} tonight; {len(drifted)} of the last "
             f"{rule.nights_window} nights at or above "
-            f"{rule.drift_share} (need {rule.nights_drifted})",
+            f"{rule.drift_share} (need {rule.nights_drifted}){unjudged}",
         )
     if last_training is not None and (day - last_training).days < rule.cooldown_days:
         return Verdict(

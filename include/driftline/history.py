@@ -1,8 +1,10 @@
 """The drift history: one row per use-case and night, the ledger an operator reads.
 
-Each night's summary (model version, reference hash, drift share, drifted columns, quality)
-and the sensor's decision live in one SQL table. Writing a night replaces its row in one
-transaction, so a rerun of the same night never duplicates it.
+Each night's summary (model version, reference hash, drift share, drifted columns, quality,
+and which days and rows each figure judged) and the sensor's decision live in one SQL table.
+Writing a night replaces its row in one transaction, so a rerun of the same night never
+duplicates it. Columns added after a table was created are added on open (nullable: the
+rows recorded before them say "unknown").
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from driftline.judged_rows import Days
 
 FIRED = "fired"  # the decision that started a retraining (the others: drift_rule.py)
 
@@ -37,7 +41,21 @@ DRIFT_HISTORY = sa.Table(
     sa.Column("evidently_runs", sa.Text, nullable=False),  # JSON list of workspace snapshot ids
     sa.Column("decision", sa.String(64)),
     sa.Column("decision_reason", sa.Text),
+    # added with the judged rows (nullable: older rows do not know them)
+    sa.Column("drift_first_day", sa.Date),  # feature drift: drift_first_day..day, `rows` rows
+    # the days after the model's window end (of the same trailing window): quality and the
+    # prediction's drift judge their rows only
+    sa.Column("quality_first_day", sa.Date),
+    sa.Column("quality_last_day", sa.Date),
+    sa.Column("quality_rows", sa.Integer),  # their labelled rows
+    sa.Column("quality_judged", sa.Boolean),  # False: too few of them, no quality figure
+    sa.Column("prediction_rows", sa.Integer),  # their scored rows: the prediction's drift
+    sa.Column("prediction_reference", sa.String(32)),  # PREDICTION_REFERENCE_* below
 )
+
+# What the prediction's drift was judged against.
+PREDICTION_REFERENCE_HOLDOUT = "holdout"  # the version's predictions on its holdout
+PREDICTION_REFERENCE_TRAINING = "training"  # in-sample: a version trained before holdout ones
 
 
 @dataclass
@@ -58,6 +76,49 @@ class NightSummary:
     evidently_runs: list[str] = field(default_factory=list)
     decision: str | None = None
     decision_reason: str | None = None
+    drift_first_day: dt.date | None = None
+    quality_first_day: dt.date | None = None
+    quality_last_day: dt.date | None = None
+    quality_rows: int | None = None
+    quality_judged: bool | None = None
+    prediction_rows: int | None = None
+    prediction_reference: str | None = None
+
+    @property
+    def drift_days(self) -> Days | None:
+        return Days(self.drift_first_day, self.day) if self.drift_first_day else None
+
+    @property
+    def quality_days(self) -> Days | None:
+        if self.quality_first_day is None or self.quality_last_day is None:
+            return None
+        return Days(self.quality_first_day, self.quality_last_day)
+
+    def drift_basis(self) -> str:
+        """Which days and rows the drift figures judged, and the prediction's reference."""
+        if self.drift_days is None:
+            return f"drift on {self.rows:,} rows (days not recorded)"
+        features = f"drift on {self.drift_days} ({self.rows:,} rows)"
+        if self.quality_days is None or not self.prediction_rows:
+            return f"{features}; the prediction not judged: no day after the model's window"
+        against = {
+            PREDICTION_REFERENCE_HOLDOUT: "the holdout's predictions",
+            PREDICTION_REFERENCE_TRAINING: "in-sample training predictions (older version)",
+        }.get(self.prediction_reference or "", "an unrecorded reference")
+        return (
+            f"{features}; the prediction on its {self.prediction_rows:,} rows of "
+            f"{self.quality_days} vs {against}"
+        )
+
+    def quality_basis(self) -> str:
+        """Which days and labelled rows the quality figures judged, or why there are none."""
+        if self.quality_judged is None:
+            return "quality rows not recorded"
+        days = self.quality_days
+        if days is None:
+            return "quality not judged yet: no day after the model's training window"
+        rows = f"{self.quality_rows or 0:,} labelled rows of {days}"
+        return f"quality on {rows}" if self.quality_judged else f"quality not judged yet: {rows}"
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -66,8 +127,11 @@ class NightSummary:
         return row
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (the day as ISO text)."""
-        return {**asdict(self), "day": self.day.isoformat()}
+        """JSON-ready (days as ISO text)."""
+        return {
+            key: value.isoformat() if isinstance(value, dt.date) else value
+            for key, value in asdict(self).items()
+        }
 
     @classmethod
     def from_row(cls, row: sa.Row | dict) -> NightSummary:
@@ -81,6 +145,7 @@ class DriftHistory:
     def __init__(self, url: str):
         self.engine = sa.create_engine(url)
         METADATA.create_all(self.engine)
+        add_missing_columns(self.engine, DRIFT_HISTORY)
 
     def record(self, night: NightSummary) -> None:
         """Replace the night's row (delete + insert in one transaction: portable, no dups)."""
@@ -143,3 +208,28 @@ def exists(url: str) -> bool:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return True
     return Path(parsed.database).exists()
+
+
+def add_missing_columns(engine: sa.Engine, table: sa.Table) -> list[str]:
+    """Add the table's nullable columns that an older database lacks; returns their names.
+
+    `create_all` creates missing tables only, never columns. A second process opening the
+    same database at the same time may add a column first: that is not an error.
+    """
+    present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+    added = []
+    for column in table.columns:
+        if column.name in present:
+            continue
+        if not column.nullable:
+            raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be added empty")
+        spec = sa.schema.CreateColumn(column).compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.DDL(f"ALTER TABLE %(table)s ADD COLUMN {spec}").against(table))
+        except sa.exc.DBAPIError:
+            inspector = sa.inspect(engine)
+            if column.name not in {c["name"] for c in inspector.get_columns(table.name)}:
+                raise
+        added.append(column.name)
+    return added

@@ -18,10 +18,15 @@ from typing import Any
 
 import pandas as pd
 
-from driftline import drift_report, etl, registry, storage
+from driftline import drift_report, etl, judged_rows, registry, stages, storage
 from driftline.config import PREDICTION, Settings, UseCase
 from driftline.drift_rule import Verdict, judge
-from driftline.history import DriftHistory, NightSummary
+from driftline.history import (
+    PREDICTION_REFERENCE_HOLDOUT,
+    PREDICTION_REFERENCE_TRAINING,
+    DriftHistory,
+    NightSummary,
+)
 from driftline.scoring import require_partition
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,39 @@ def reference_sample(usecase: UseCase, settings: Settings, champion: ChampionFac
     return pd.read_parquet(local)
 
 
+@dataclass(frozen=True)
+class DriftReference:
+    """A version's drift reference, split by what each part is the reference of."""
+
+    features: pd.DataFrame  # a seeded sample of its training rows
+    predictions: pd.Series  # its predictions on rows it was not trained on (see `kind`)
+    kind: str  # PREDICTION_REFERENCE_HOLDOUT, or _TRAINING for a version made before them
+
+
+def split_reference(frame: pd.DataFrame) -> DriftReference:
+    """The features' and the prediction's reference, from the layout of stages.reference.
+
+    A reference made before the holdout's predictions were kept has training rows only, with
+    in-sample predictions: still usable for the features, and said to be so for the
+    prediction (it reads as drift on most nights).
+    """
+    if stages.REFERENCE_PART not in frame.columns:
+        return DriftReference(frame, frame[PREDICTION], PREDICTION_REFERENCE_TRAINING)
+    part = frame[stages.REFERENCE_PART]
+    features = frame[part == stages.TRAINING_PART].drop(columns=[stages.REFERENCE_PART, PREDICTION])
+    predictions = frame.loc[part == stages.HOLDOUT_PART, PREDICTION]
+    if features.empty or predictions.empty:
+        raise MonitoringError(
+            f"the drift reference has {len(features)} training and {len(predictions)} "
+            "holdout rows: both must be non-empty"
+        )
+    return DriftReference(
+        features.reset_index(drop=True),
+        predictions.reset_index(drop=True),
+        PREDICTION_REFERENCE_HOLDOUT,
+    )
+
+
 def _md5(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as handle:
@@ -127,7 +165,7 @@ def current_rows(usecase: UseCase, settings: Settings, day: dt.date, model) -> p
     night = pd.read_parquet(require_partition(usecase, settings, day))
     if night.empty:
         raise MonitoringError(f"{usecase.name} {day}: the curated partition has no rows to judge")
-    first = day - dt.timedelta(days=usecase.monitoring.current_days - 1)
+    first = judged_rows.drift_days(day, usecase.monitoring.current_days).first
     earlier = etl.read_curated(usecase, settings, first, day - dt.timedelta(days=1))
     rows = pd.concat([earlier, night], ignore_index=True) if len(earlier) else night
     return rows.assign(**{PREDICTION: model.predict(rows[usecase.features.all]).to_numpy()})
@@ -138,27 +176,70 @@ def report_night(
 ) -> NightSummary:
     """Reports of the night by `version` (the one that scored it), saved and recorded.
 
+    Feature drift judges the trailing window. What judges the model's answers judges only
+    the window's days after the version's training window: the prediction's drift (against
+    the version's holdout predictions) and quality (none below
+    `monitoring.rule.min_labelled_rows` labelled rows).
     Writes reports/<usecase>/<day>/{drift,quality}.{html,json} and summary.json, adds the
     snapshots to the Evidently workspace, and replaces the night's drift-history row.
     """
     from driftline import dashboard
 
+    monitoring = usecase.monitoring
     champion = champion_facts(usecase, settings, version)
-    reference = reference_sample(usecase, settings, champion)
+    reference = split_reference(reference_sample(usecase, settings, champion))
     model = model or registry.load_version(settings, usecase.training.registered_model, version)
     current = current_rows(usecase, settings, day, model)
+    drift_days = judged_rows.drift_days(day, monitoring.current_days)
+    unseen = judged_rows.unseen_days(day, monitoring.current_days, champion.window_end)
+    event_time, timezone = usecase.event_time, usecase.timezone
+    judged_current = judged_rows.blank_outside(current, unseen, PREDICTION, event_time, timezone)
+    prediction_rows = int(judged_current[PREDICTION].notna().sum())
+    labelled = drift_report.labelled(
+        judged_rows.quality_rows(current, unseen, event_time, timezone, usecase.label.name),
+        usecase,
+    )
+    judged = judged_rows.quality_judged(len(labelled), monitoring.rule.min_labelled_rows)
     stamp = dt.datetime.combine(day, dt.time(23, 59), tzinfo=usecase.tz)
-    drift = drift_report.drift_report(reference, current, usecase, usecase.monitoring.tests, stamp)
-    labelled = drift_report.labelled(current, usecase)
+    facts = {"night": day.isoformat(), "model_version": version}
+    drift = drift_report.drift_report(
+        drift_report.drift_reference(reference.features, reference.predictions),
+        judged_current,
+        usecase,
+        monitoring.tests,
+        stamp,
+        metadata={
+            **facts,
+            "drift_days": str(drift_days),
+            "drift_rows": str(len(current)),
+            "feature_reference": f"{len(reference.features)} training rows",
+            "prediction_days": str(unseen),
+            "prediction_rows": str(prediction_rows),
+            "prediction_reference": f"{len(reference.predictions)} {reference.kind} predictions",
+        },
+    )
     quality = None
-    if len(labelled) >= usecase.monitoring.rule.min_labelled_rows:
-        quality = drift_report.quality_report(labelled, usecase, stamp)
+    if judged:
+        quality = drift_report.quality_report(
+            labelled,
+            usecase,
+            stamp,
+            metadata={
+                **facts,
+                "quality_days": str(unseen),
+                "quality_rows": str(len(labelled)),
+                "window_end": str(champion.window_end),
+            },
+        )
     figures = drift_report.summarize(drift.dict(), quality.dict() if quality else None)
 
     folder = settings.reports_dir(usecase.name, day)
     html, json_path = drift_report.save(drift, folder, DRIFT)
     if quality is not None:
         drift_report.save(quality, folder, QUALITY)
+    else:  # an earlier run's quality report of the night no longer holds
+        for stale in (folder / f"{QUALITY}.html", folder / f"{QUALITY}.json"):
+            stale.unlink(missing_ok=True)
     history = DriftHistory(settings.history_url)
     try:
         earlier = history.night(usecase.name, day)
@@ -184,24 +265,46 @@ def report_night(
             report_html=str(html),
             report_json=str(json_path),
             evidently_runs=runs,
+            drift_first_day=drift_days.first,
+            quality_first_day=unseen.first if unseen else None,
+            quality_last_day=unseen.last if unseen else None,
+            quality_rows=len(labelled),
+            quality_judged=judged,
+            prediction_rows=prediction_rows,
+            prediction_reference=reference.kind,
         )
         storage.write_json(
-            {**summary.as_dict(), "column_scores": figures.column_scores},
+            {
+                **summary.as_dict(),
+                "drift_basis": summary.drift_basis(),
+                "quality_basis": summary.quality_basis(),
+                "window_end": str(champion.window_end),
+                "column_scores": figures.column_scores,
+            },
             folder / SUMMARY_FILE,
         )
         history.record(summary)
     finally:
         history.dispose()
     log.info(
-        "%s %s: version %s, drift share %.2f, drifted %s, ROC AUC %s; report %s",
+        "%s %s: version %s, drift share %.2f, drifted %s, ROC AUC %s (%s); report %s",
         usecase.name,
         day,
         version,
         figures.drift_share,
         figures.drifted_columns,
         "n/a" if figures.roc_auc is None else f"{figures.roc_auc:.4f}",
+        summary.quality_basis(),
         html,
     )
+    if reference.kind != PREDICTION_REFERENCE_HOLDOUT:
+        log.warning(
+            "%s %s: version %s has no holdout predictions in its reference (trained before "
+            "they were kept): the prediction's drift is judged against in-sample predictions",
+            usecase.name,
+            day,
+            version,
+        )
     return summary
 
 
@@ -275,6 +378,8 @@ def retraining_conf(usecase: UseCase, night: NightSummary, verdict: Verdict) -> 
             "roc_auc": night.roc_auc,
             "log_loss": night.log_loss,
             "champion_holdout_roc_auc": night.champion_holdout_roc_auc,
+            "drift_basis": night.drift_basis(),
+            "quality_basis": night.quality_basis(),
             "rule": verdict.reason,
         },
     }

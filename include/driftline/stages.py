@@ -31,6 +31,11 @@ REFERENCE = Path("data/reference.parquet")
 MODEL = Path("model")
 METRICS = Path("metrics.json")
 PLOTS = Path("plots")
+# The drift reference's rows: a sample of the training rows (the features' reference, no
+# prediction) and the holdout rows with the model's predictions (the prediction's reference:
+# out-of-sample, like every night's predictions).
+REFERENCE_PART = "reference_part"
+TRAINING_PART, HOLDOUT_PART = "training", "holdout"
 
 
 # The driftline modules a stage command runs, and the files that pin its libraries: every
@@ -115,20 +120,38 @@ def train(root: Path = Path(".")) -> None:
 
 
 def reference(root: Path = Path(".")) -> None:
-    """A bounded, seeded sample of the training rows with the model's predictions: the data
-    the nightly drift report compares a day against, made once per version."""
+    """The data the nightly drift report compares a day against, made once per version.
+
+    Features: a bounded, seeded sample of the training rows. Prediction: the model's
+    predictions on its holdout. On training rows the model answers what it was fitted to,
+    so a night's out-of-sample predictions would read as drift every night.
+    """
     params = read_params(root)
     model = TrainedModel.load(root / MODEL)
-    train_rows = pd.read_parquet(root / TRAIN)
-    wanted = params["reference"]
-    sample = train_rows.sample(
-        n=min(int(wanted["rows"]), len(train_rows)), random_state=int(wanted["seed"])
-    ).sort_index()
     schema = model.schema
-    sample = sample[[schema.key, schema.event_time, *schema.features, schema.label]]
-    sample = sample.assign(**{PREDICTION: model.predict_proba(sample)}).reset_index(drop=True)
-    storage.write_parquet(sample, root / REFERENCE)
-    log.info("reference: %d of %d training rows", len(sample), len(train_rows))
+    columns = [schema.key, schema.event_time, *schema.features, schema.label]
+    wanted = params["reference"]
+
+    def sample(rows: pd.DataFrame) -> pd.DataFrame:
+        taken = rows.sample(n=min(int(wanted["rows"]), len(rows)), random_state=int(wanted["seed"]))
+        return taken.sort_index()[columns].reset_index(drop=True)
+
+    train_rows, holdout_rows = pd.read_parquet(root / TRAIN), pd.read_parquet(root / HOLDOUT)
+    training = sample(train_rows).assign(
+        **{PREDICTION: float("nan"), REFERENCE_PART: TRAINING_PART}
+    )
+    holdout = sample(holdout_rows)
+    holdout = holdout.assign(
+        **{PREDICTION: model.predict_proba(holdout), REFERENCE_PART: HOLDOUT_PART}
+    )
+    storage.write_parquet(pd.concat([training, holdout], ignore_index=True), root / REFERENCE)
+    log.info(
+        "reference: %d of %d training rows, predictions on %d of %d holdout rows",
+        len(training),
+        len(train_rows),
+        len(holdout),
+        len(holdout_rows),
+    )
 
 
 def evaluate(root: Path = Path(".")) -> None:

@@ -8,6 +8,7 @@ fires, a quiet night, then a promotion and the bad inputs.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 import shutil
@@ -19,8 +20,15 @@ import pytest
 import yaml
 
 from driftline import etl, monitoring, registry, scoring, storage, training
-from driftline.config import load_usecase, parse_usecase
-from driftline.history import DRIFT_HISTORY, FIRED, DriftHistory
+from driftline.config import PREDICTION, load_usecase, parse_usecase
+from driftline.history import (
+    DRIFT_HISTORY,
+    FIRED,
+    PREDICTION_REFERENCE_HOLDOUT,
+    PREDICTION_REFERENCE_TRAINING,
+    DriftHistory,
+)
+from driftline.judged_rows import Days
 from tests.conftest import REPO, repo_settings
 from tests.integration.conftest import curated_env, run, run_date
 
@@ -120,6 +128,12 @@ def test_a_night_meeting_the_rule_triggers_training_with_the_evidence(env, state
     assert evidence["champion_holdout_roc_auc"] == pytest.approx(
         registry.version_info(settings, load_usecase("flights", settings), champion)
         ["metrics"]["roc_auc"])
+    # the January champion: quality on the trailing week (all after 31 January), the
+    # prediction against its holdout's predictions
+    assert recorded.quality_days == Days(dt.date(2013, 2, 4), night) and recorded.quality_judged
+    assert recorded.prediction_reference == PREDICTION_REFERENCE_HOLDOUT
+    assert evidence["quality_basis"] == recorded.quality_basis()
+    assert evidence["drift_basis"] == recorded.drift_basis()
     training.TrainingRequest.from_conf(conf, load_usecase("flights", settings))  # accepted
 
     # the same night again: its row and reports are replaced, no second training starts
@@ -142,6 +156,8 @@ def test_the_report_names_the_drifted_columns_and_the_workspace_has_one_point(st
     summary = json.loads((Path(night.report_html).parent / "summary.json").read_text())
     assert summary["drifted_columns"] == night.drifted_columns
     assert summary["model_version"] == champion
+    assert summary["quality_basis"] == (
+        f"quality on {night.quality_rows:,} labelled rows of 2013-02-04..2013-02-10")
 
     from evidently.ui.workspace import Workspace
 
@@ -151,6 +167,12 @@ def test_the_report_names_the_drifted_columns_and_the_workspace_has_one_point(st
     assert sorted(n for n in names if n.startswith("2013-02-10")) == [
         "2013-02-10 drift", "2013-02-10 quality"]
     assert len(night.evidently_runs) == 2
+    quality = workspace.get_run(project.id, night.evidently_runs[1])
+    assert quality.metadata["quality_days"] == "2013-02-04..2013-02-10"
+    assert quality.metadata["quality_rows"] == str(night.quality_rows)
+    drift = workspace.get_run(project.id, night.evidently_runs[0])
+    assert drift.metadata["drift_days"] == "2013-02-04..2013-02-10"
+    assert drift.metadata["prediction_reference"].endswith("holdout predictions")
 
 
 def test_a_quiet_night_skips_the_trigger_and_stays_green(env, state, champion):
@@ -163,6 +185,84 @@ def test_a_quiet_night_skips_the_trigger_and_stays_green(env, state, champion):
     recorded = monitoring.DriftHistory(settings.history_url).night("flights", night)
     assert recorded.decision == "skipped: quiet"
     assert scoring.MODEL_VERSION in pd.read_parquet(settings.predictions_path("flights", night))
+
+
+def test_the_first_night_after_the_window_judges_the_model_on_that_night_only(state, champion):
+    """1 February, the January champion: six of the trailing week's days are training days.
+    Quality and the prediction's drift judge 1 February alone; the features the whole week."""
+    from sklearn.metrics import roc_auc_score
+
+    settings, usecase = state
+    night = dt.date(2013, 2, 1)
+    model = registry.load_version(settings, usecase.training.registered_model, champion)
+    summary = monitoring.report_night(usecase, settings, night, champion, model)
+    rows = pd.read_parquet(settings.partition_dir("flights", night) / etl.PARTITION_FILE)
+    labelled = rows[rows[usecase.label.name].notna()]
+    assert summary.drift_days == Days(dt.date(2013, 1, 26), night) and summary.rows > 5 * len(rows)
+    assert summary.quality_days == Days(night, night)
+    assert (summary.quality_rows, summary.prediction_rows) == (len(labelled), len(rows))
+    assert summary.roc_auc == pytest.approx(roc_auc_score(
+        labelled[usecase.label.name], model.predict(labelled[usecase.features.all])))
+    assert summary.prediction_reference == PREDICTION_REFERENCE_HOLDOUT
+
+    # too few labelled rows after the window: "not judged yet", no figure, no quality report
+    strict = usecase.monitoring.model_copy(update={"rule": usecase.monitoring.rule.model_copy(
+        update={"min_labelled_rows": len(labelled) + 1})})
+    strict = usecase.model_copy(update={"monitoring": strict})
+    unjudged = monitoring.report_night(strict, settings, night, champion, model)
+    assert (unjudged.roc_auc, unjudged.log_loss, unjudged.quality_judged) == (None, None, False)
+    folder = settings.reports_dir("flights", night)
+    assert not (folder / "quality.html").exists() and len(unjudged.evidently_runs) == 1
+    written = json.loads((folder / "summary.json").read_text())
+    assert written["quality_basis"] == (
+        f"quality not judged yet: {len(labelled):,} labelled rows of 2013-02-01")
+    verdict, _ = monitoring.decide_night(strict, settings, night)
+    assert verdict.decision == "skipped: quiet" and "quality not judged yet" in verdict.reason
+
+
+def test_the_last_holdout_night_judges_exactly_the_holdout(state, champion):
+    """7 February: the days judged for quality and for the prediction are the champion's
+    holdout days, so its quality is the holdout figure and its predictions are the
+    reference's own population (drift against in-sample predictions was there by
+    construction)."""
+    settings, usecase = state
+    night = dt.date(2013, 2, 7)
+    summary = monitoring.report_night(usecase, settings, night, champion)
+    assert summary.quality_days == Days(dt.date(2013, 2, 1), night)
+    assert summary.roc_auc == pytest.approx(summary.champion_holdout_roc_auc)
+    assert PREDICTION not in summary.drifted_columns
+
+
+def test_a_version_made_before_holdout_references_is_still_monitored_and_says_so(
+    state, champion, tmp_path
+):
+    """An older version's reference: training rows with in-sample predictions, no parts."""
+    settings, usecase = state
+    name = usecase.training.registered_model
+    client = registry.client(settings)
+    facts = monitoring.champion_facts(usecase, settings, champion)
+    model = registry.load_version(settings, name, champion)
+    features = monitoring.split_reference(
+        monitoring.reference_sample(usecase, settings, facts)).features
+    old_layout = features.assign(
+        **{PREDICTION: model.predict(features[usecase.features.all]).to_numpy()})
+    path = tmp_path / "reference.parquet"
+    old_layout.to_parquet(path)
+    run = client.create_run(
+        registry.experiment_id(settings, usecase),
+        tags={f"dvc_md5.{registry.REFERENCE_FILE}": hashlib.md5(path.read_bytes()).hexdigest()})
+    client.log_param(run.info.run_id, "window_end", str(facts.window_end))
+    client.log_metric(run.info.run_id, "roc_auc", facts.holdout_roc_auc)
+    client.log_artifact(run.info.run_id, str(path), registry.REFERENCE_ARTIFACT_DIR)
+    source = client.get_model_version(name, champion).source
+    old = str(client.create_model_version(name, source, run_id=run.info.run_id).version)
+
+    summary = monitoring.report_night(usecase, settings, dt.date(2013, 2, 9), old, model)
+    assert summary.model_version == old
+    assert summary.prediction_reference == PREDICTION_REFERENCE_TRAINING
+    assert "vs in-sample training predictions (older version)" in summary.drift_basis()
+    assert PREDICTION in summary.drifted_columns  # what in-sample predictions do to it
+    assert summary.quality_judged and summary.roc_auc is not None  # quality does not need it
 
 
 def test_the_same_night_three_times_gives_identical_files_and_one_history_row(

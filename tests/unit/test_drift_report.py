@@ -137,3 +137,47 @@ def test_save_writes_html_and_json(reports, tmp_path):
     assert html.stat().st_size > 10_000 and "temp" in html.read_text()
     assert json_path.read_text().startswith("{")
     assert sorted(p.name for p in html.parent.iterdir()) == ["drift.html", "drift.json"]
+
+
+def test_each_column_is_judged_against_its_own_reference_rows(usecase):
+    """The features against the training sample, the prediction against the holdout's
+    predictions: in-sample predictions (sharper than any night's) would drift, the holdout's
+    do not, and the share still counts every judged column."""
+    current = frame(usecase, 1500, seed=8)
+    training_rows = frame(usecase, 4000, seed=9)
+    rng = np.random.default_rng(10)
+    in_sample = pd.Series(rng.beta(0.3, 0.3, 4000))  # a fitted model is surer on its own rows
+    holdout = pd.Series(rng.uniform(0, 1, 1000))  # like the night's: out-of-sample
+    tests = usecase.monitoring.tests
+
+    def figures(predictions: pd.Series):
+        reference = drift_report.drift_reference(training_rows, predictions)
+        return summarize(
+            drift_report.drift_report(reference, current, usecase, tests, STAMP).dict(), None
+        )
+
+    against_training, against_holdout = figures(in_sample), figures(holdout)
+    assert "prediction" in against_training.drifted_columns
+    assert "prediction" not in against_holdout.drifted_columns
+    assert set(against_holdout.column_scores) == set(usecase.drift_columns)
+    judged = len(usecase.drift_columns)
+    assert against_training.drift_share == pytest.approx(
+        len(against_training.drifted_columns) / judged)
+
+
+def test_the_combined_reference_keeps_each_part_apart(usecase):
+    training_rows = frame(usecase, 300, seed=11)
+    reference = drift_report.drift_reference(training_rows, pd.Series([0.2, 0.4]))
+    assert len(reference) == 302
+    assert reference["prediction"].notna().sum() == 2  # the training rows' own are dropped
+    assert reference["carrier"].notna().sum() == 300
+    assert reference["prediction"].dropna().tolist() == [0.2, 0.4]
+
+
+def test_the_snapshots_carry_what_they_judged(usecase):
+    current = frame(usecase, 300, seed=12)
+    quality = drift_report.quality_report(
+        drift_report.labelled(current, usecase), usecase, STAMP,
+        metadata={"quality_days": "2013-02-01", "quality_rows": "300"})
+    model = quality.to_snapshot_model()
+    assert model.metadata == {"quality_days": "2013-02-01", "quality_rows": "300"}

@@ -62,3 +62,32 @@ def test_k_must_fit_in_n():
     with pytest.raises(ValueError, match="k"):
         DriftRule(drift_share=0.5, nights_drifted=4, nights_window=3, quality_drop=None,
                   cooldown_days=0)
+
+
+def unjudged(days_ago: int, share: float) -> NightSummary:
+    """A night with too few labelled rows after the champion's window: no quality figure."""
+    summary = night(days_ago, share)
+    summary.champion_holdout_roc_auc = 0.70
+    summary.quality_first_day = summary.quality_last_day = summary.day
+    summary.quality_rows, summary.quality_judged = 150, False
+    return summary
+
+
+def test_a_night_not_judged_yet_is_quiet_on_quality_and_says_so():
+    verdict = judge(RULE, [unjudged(0, 0.1)], DAY, None)
+    assert verdict.decision == QUIET
+    assert "quality not judged yet: 150 labelled rows of 2013-07-10" in verdict.reason
+
+
+def test_a_night_not_judged_yet_can_still_fire_on_drift():
+    verdict = judge(RULE, [unjudged(1, 0.6), unjudged(0, 0.7)], DAY, None)
+    assert verdict.decision == FIRED and "ROC AUC" not in verdict.reason
+
+
+def test_a_quality_drop_names_the_rows_it_was_judged_on():
+    low = night(0, 0.1, auc=0.62)
+    low.quality_first_day, low.quality_last_day = DAY - dt.timedelta(days=6), DAY
+    low.quality_rows, low.quality_judged = 5432, True
+    verdict = judge(RULE, [low], DAY, None)
+    assert verdict.decision == FIRED
+    assert "(quality on 5,432 labelled rows of 2013-07-04..2013-07-10)" in verdict.reason

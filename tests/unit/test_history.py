@@ -8,28 +8,39 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from driftline.history import FIRED, DriftHistory, NightSummary
+from driftline.history import (
+    DRIFT_HISTORY,
+    FIRED,
+    PREDICTION_REFERENCE_HOLDOUT,
+    DriftHistory,
+    NightSummary,
+)
+from driftline.judged_rows import Days
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def history(request, tmp_path):
+def history_url(request, tmp_path):
+    """An empty database: a SQLite file, or a database of its own on the local server."""
     if request.param == "sqlite":
-        ledger = DriftHistory(f"sqlite:///{tmp_path / 'history.db'}")
-        yield ledger
-        ledger.dispose()
+        yield f"sqlite:///{tmp_path / 'history.db'}"
         return
     name = f"driftline_history_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    ledger = DriftHistory(f"{PG}/{name}")
-    yield ledger
-    ledger.dispose()
+    yield f"{PG}/{name}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def history(history_url):
+    ledger = DriftHistory(history_url)
+    yield ledger
+    ledger.dispose()
 
 
 def summary(day: int, share: float, version: str = "1") -> NightSummary:
@@ -63,3 +74,74 @@ def test_decisions_are_recorded_and_the_last_firing_found(history):
     assert history.last_fired("flights", before=dt.date(2013, 2, 2)) is None
     with pytest.raises(LookupError, match="no drift history row"):
         history.decide("flights", dt.date(2013, 3, 1), FIRED, "nothing recorded")
+
+
+def old_shaped_table(url: str) -> None:
+    """The drift_history table as created before the judged rows were recorded, with a night."""
+    old = sa.MetaData()
+    table = sa.Table(
+        "drift_history", old,
+        sa.Column("usecase", sa.String(64), primary_key=True),
+        sa.Column("day", sa.Date, primary_key=True),
+        sa.Column("model_version", sa.String(32), nullable=False),
+        sa.Column("reference_md5", sa.String(64), nullable=False),
+        sa.Column("rows", sa.Integer, nullable=False),
+        sa.Column("dataset_drift", sa.Boolean, nullable=False),
+        sa.Column("drift_share", sa.Float, nullable=False),
+        sa.Column("drifted_columns", sa.Text, nullable=False),
+        sa.Column("roc_auc", sa.Float),
+        sa.Column("log_loss", sa.Float),
+        sa.Column("champion_holdout_roc_auc", sa.Float),
+        sa.Column("report_html", sa.Text),
+        sa.Column("report_json", sa.Text),
+        sa.Column("evidently_runs", sa.Text, nullable=False),
+        sa.Column("decision", sa.String(64)),
+        sa.Column("decision_reason", sa.Text),
+    )
+    engine = sa.create_engine(url)
+    old.create_all(engine)
+    row = {k: v for k, v in summary(1, 0.2).as_row().items() if k in table.c}
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(**row))
+    engine.dispose()
+
+
+def test_an_old_table_gets_the_new_columns_and_keeps_its_nights(history_url):
+    old_shaped_table(history_url)
+    ledger = DriftHistory(history_url)
+    try:
+        inspector = sa.inspect(ledger.engine)
+        assert {c["name"] for c in inspector.get_columns("drift_history")} == set(
+            DRIFT_HISTORY.c.keys())
+        before = ledger.night("flights", dt.date(2013, 2, 1))
+        assert before.drift_share == 0.2 and before.quality_judged is None
+        assert before.quality_basis() == "quality rows not recorded"
+        newer = summary(2, 0.3)
+        newer.drift_first_day, newer.quality_rows, newer.quality_judged = (
+            dt.date(2013, 1, 27), 812, True)
+        newer.quality_first_day = newer.quality_last_day = dt.date(2013, 2, 2)
+        newer.prediction_reference, newer.prediction_rows = PREDICTION_REFERENCE_HOLDOUT, 870
+        ledger.record(newer)
+        assert ledger.night("flights", dt.date(2013, 2, 2)) == newer
+    finally:
+        ledger.dispose()
+    DriftHistory(history_url).dispose()  # opening it again adds nothing, fails on nothing
+
+
+def test_a_night_says_which_rows_it_judged():
+    night = summary(7, 0.1)
+    night.drift_first_day, night.prediction_reference = dt.date(2013, 2, 1), "holdout"
+    night.quality_first_day, night.quality_last_day = dt.date(2013, 2, 1), dt.date(2013, 2, 7)
+    night.quality_rows, night.quality_judged, night.prediction_rows = 5432, True, 5600
+    assert night.drift_days == Days(dt.date(2013, 2, 1), dt.date(2013, 2, 7))
+    assert night.drift_basis() == (
+        "drift on 2013-02-01..2013-02-07 (900 rows); the prediction on its 5,600 rows of "
+        "2013-02-01..2013-02-07 vs the holdout's predictions")
+    assert night.quality_basis() == "quality on 5,432 labelled rows of 2013-02-01..2013-02-07"
+    night.quality_rows, night.quality_judged, night.roc_auc = 150, False, None
+    assert night.quality_basis() == (
+        "quality not judged yet: 150 labelled rows of 2013-02-01..2013-02-07")
+    night.quality_first_day = night.quality_last_day = None
+    assert "no day after the model's training window" in night.quality_basis()
+    assert "the prediction not judged: no day after the model's window" in night.drift_basis()
+    assert night.as_dict()["drift_first_day"] == "2013-02-01"  # JSON-ready

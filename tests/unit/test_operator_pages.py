@@ -129,3 +129,14 @@ def test_history_page_lists_nights_newest_first_and_escapes_text():
     assert page.count('class="fired"') == 1
     assert links.report_url("flights", dt.date(2013, 2, 14), "quality") in page
     assert "no night monitored yet" in views.history_page("flights", [])
+
+
+def test_history_page_says_which_rows_were_judged_and_which_night_is_not_judged_yet():
+    night = NightSummary(usecase="flights", day=dt.date(2013, 2, 1), model_version="1",
+                         reference_md5="abc", rows=6070, dataset_drift=False, drift_share=0.0,
+                         champion_holdout_roc_auc=0.66, quality_first_day=dt.date(2013, 2, 1),
+                         quality_last_day=dt.date(2013, 2, 1), quality_rows=150,
+                         quality_judged=False)
+    page = views.history_page("flights", [night])
+    assert "<td>not judged yet</td>" in page
+    assert "quality not judged yet: 150 labelled rows of 2013-02-01" in page

@@ -118,25 +118,38 @@ def test_slices_are_every_origin_and_the_largest_carriers(usecase, days):
     assert chosen["carrier"] == sorted(top2)
 
 
-def test_the_reference_sample_is_bounded_seeded_and_carries_predictions(usecase, days, tmp_path):
+def test_the_reference_holds_training_features_and_holdout_predictions(usecase, days, tmp_path):
+    """Features: a bounded, seeded sample of the training rows, with no prediction (in-sample
+    predictions are not kept). Prediction: the model's, on holdout rows only."""
     import shutil
 
     import yaml
 
-    request = TrainingRequest.from_conf({"window_end": "2013-01-10", "window_days": 10}, usecase)
+    request = TrainingRequest.from_conf({"window_end": "2013-01-07", "window_days": 7}, usecase)
     params = params_for(usecase, request)
     params["train"]["num_boost_round"] = 10
     params["reference"] = {"rows": 500, "seed": 7}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data").mkdir()
     labelled = days[days["is_delayed"].notna()]
-    labelled.to_parquet(tmp_path / stages.TRAIN)
+    local_day = labelled["sched_time"].dt.tz_convert("America/New_York").dt.date
+    in_window = local_day <= dt.date(2013, 1, 7)
+    train, holdout = labelled[in_window], labelled[~in_window]
+    train.to_parquet(tmp_path / stages.TRAIN)
+    holdout.to_parquet(tmp_path / stages.HOLDOUT)
     stages.train(tmp_path)
     stages.reference(tmp_path)
     first = pd.read_parquet(tmp_path / stages.REFERENCE)
-    assert len(first) == 500
-    assert list(first.columns[-2:]) == ["is_delayed", "prediction"]
-    assert first["flight_id"].isin(labelled["flight_id"]).all()
+    part = first[stages.REFERENCE_PART]
+    assert list(first.columns[-3:]) == ["is_delayed", "prediction", stages.REFERENCE_PART]
+    training_part = first[part == stages.TRAINING_PART]
+    holdout_part = first[part == stages.HOLDOUT_PART]
+    assert len(training_part) == 500 and len(holdout_part) == 500
+    assert training_part["flight_id"].isin(train["flight_id"]).all()
+    assert training_part["prediction"].isna().all()
+    assert holdout_part["flight_id"].isin(holdout["flight_id"]).all()
+    model = TrainedModel.load(tmp_path / stages.MODEL)
+    np.testing.assert_allclose(holdout_part["prediction"], model.predict_proba(holdout_part))
     shutil.copyfile(tmp_path / stages.REFERENCE, tmp_path / "first.parquet")
     stages.reference(tmp_path)
     assert (tmp_path / stages.REFERENCE).read_bytes() == (tmp_path / "first.parquet").read_bytes()
