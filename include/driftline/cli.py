@@ -309,6 +309,14 @@ def history(ctx: _Context, last: int) -> None:
         click.echo(f"           {night.quality_basis()}")
         if night.drifted_columns:
             click.echo(f"           drifted: {', '.join(night.drifted_columns)}")
+        if night.fired_by:
+            click.echo(f"           fired by: {', '.join(night.fired_by)}")
+        if night.training_run:
+            click.echo(
+                f"           retraining: {night.training_run} (MLflow run "
+                f"{night.training_mlflow_run}); "
+                f"{night.training_decision or 'gate not decided yet'}"
+            )
 
 
 def _roc_auc(night) -> str:

@@ -20,10 +20,15 @@ COOL_DOWN = "skipped: cool-down"
 NO_VALID_DATA = "skipped: validation failed"
 
 
+# The rules that can fire a night (a Verdict's `fired_by`, the history's `fired_by`).
+DRIFT_SHARE_RULE, QUALITY_DROP_RULE = "drift share", "quality drop"
+
+
 @dataclass(frozen=True)
 class Verdict:
     decision: str  # FIRED, QUIET, COOL_DOWN, NO_VALID_DATA
     reason: str
+    fired_by: tuple[str, ...] = ()  # the rules that held (also inside a cool-down)
 
     @property
     def fires(self) -> bool:
@@ -43,8 +48,9 @@ def judge(
     recent = [n for n in nights if (day - n.day).days < rule.nights_window]
     drifted = [n for n in recent if n.drift_share >= rule.drift_share]
     today = next((n for n in recent if n.day == day), None)
-    reasons = []
+    reasons, held = [], []
     if len(drifted) >= rule.nights_drifted:
+        held.append(DRIFT_SHARE_RULE)
         reasons.append(
             f"drift share >= {rule.drift_share} on {len(drifted)} of the last "
             f"{rule.nights_window} nights ({', '.join(str(n.day) for n in drifted)})"
@@ -58,6 +64,7 @@ def judge(
         and today.champion_holdout_roc_auc is not None
         and today.roc_auc < today.champion_holdout_roc_auc - rule.quality_drop
     ):
+        held.append(QUALITY_DROP_RULE)
         reasons.append(
             f"ROC AUC {today.roc_auc:.4f} ({today.quality_basis()}) is more than "
             f"{rule.quality_drop} below the champion's holdout {today.champion_holdout_roc_auc:.4f}"
@@ -76,5 +83,6 @@ def judge(
             COOL_DOWN,
             f"{'; '.join(reasons)}; but the last retraining was on "
             f"{last_training}, inside the {rule.cooldown_days}-day cool-down",
+            tuple(held),
         )
-    return Verdict(FIRED, "; ".join(reasons))
+    return Verdict(FIRED, "; ".join(reasons), tuple(held))

@@ -51,7 +51,14 @@ DRIFT_HISTORY = sa.Table(
     sa.Column("quality_judged", sa.Boolean),  # False: too few of them, no quality figure
     sa.Column("prediction_rows", sa.Integer),  # their scored rows: the prediction's drift
     sa.Column("prediction_reference", sa.String(32)),  # PREDICTION_REFERENCE_* below
+    # added with the evidence links: what fired, the training it started, what its gate said
+    sa.Column("fired_by", sa.Text),  # JSON list of drift_rule.*_RULE
+    sa.Column("training_run", sa.Text),  # "<dag_id>/<run_id>" of the training it started
+    sa.Column("training_mlflow_run", sa.String(64)),
+    sa.Column("training_decision", sa.Text),  # "version N promoted|not promoted: reason"
 )
+
+TRAINING_LINKS = ("training_run", "training_mlflow_run", "training_decision")
 
 # What the prediction's drift was judged against.
 PREDICTION_REFERENCE_HOLDOUT = "holdout"  # the version's predictions on its holdout
@@ -83,6 +90,10 @@ class NightSummary:
     quality_judged: bool | None = None
     prediction_rows: int | None = None
     prediction_reference: str | None = None
+    fired_by: list[str] = field(default_factory=list)
+    training_run: str | None = None
+    training_mlflow_run: str | None = None
+    training_decision: str | None = None
 
     @property
     def drift_days(self) -> Days | None:
@@ -123,6 +134,7 @@ class NightSummary:
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["drifted_columns"] = json.dumps(self.drifted_columns)
+        row["fired_by"] = json.dumps(self.fired_by)
         row["evidently_runs"] = json.dumps(self.evidently_runs)
         return row
 
@@ -137,6 +149,7 @@ class NightSummary:
     def from_row(cls, row: sa.Row | dict) -> NightSummary:
         data = dict(row._mapping) if isinstance(row, sa.Row) else dict(row)
         data["drifted_columns"] = json.loads(data["drifted_columns"])
+        data["fired_by"] = json.loads(data.get("fired_by") or "[]")
         data["evidently_runs"] = json.loads(data["evidently_runs"])
         return cls(**data)
 
@@ -148,24 +161,61 @@ class DriftHistory:
         add_missing_columns(self.engine, DRIFT_HISTORY)
 
     def record(self, night: NightSummary) -> None:
-        """Replace the night's row (delete + insert in one transaction: portable, no dups)."""
+        """Replace the night's row (delete + insert in one transaction: portable, no dups).
+
+        The training a fired night started stays linked: a rerun of the night starts none.
+        """
+        kept = [DRIFT_HISTORY.c[name] for name in TRAINING_LINKS]
         with self.engine.begin() as conn:
+            earlier = conn.execute(
+                sa.select(*kept).where(
+                    DRIFT_HISTORY.c.usecase == night.usecase, DRIFT_HISTORY.c.day == night.day
+                )
+            ).first()
+            row = night.as_row()
+            if earlier is not None:
+                row.update({k: v for k, v in earlier._mapping.items() if row.get(k) is None})
             conn.execute(
                 sa.delete(DRIFT_HISTORY).where(
                     DRIFT_HISTORY.c.usecase == night.usecase, DRIFT_HISTORY.c.day == night.day
                 )
             )
-            conn.execute(sa.insert(DRIFT_HISTORY).values(**night.as_row()))
+            conn.execute(sa.insert(DRIFT_HISTORY).values(**row))
 
-    def decide(self, usecase: str, day: dt.date, decision: str, reason: str) -> None:
+    def decide(
+        self,
+        usecase: str,
+        day: dt.date,
+        decision: str,
+        reason: str,
+        fired_by: list[str] | tuple[str, ...] = (),
+    ) -> None:
+        """The sensor's decision on the night, and the rules that held."""
+        self._update(
+            usecase,
+            day,
+            decision=decision,
+            decision_reason=reason,
+            fired_by=json.dumps(list(fired_by)),
+        )
+
+    def link_training(self, usecase: str, day: dt.date, run: str, mlflow_run: str) -> None:
+        """The training the fired night started (its DAG run or CLI run, its MLflow run)."""
+        self._update(usecase, day, training_run=run, training_mlflow_run=mlflow_run)
+
+    def link_decision(self, usecase: str, day: dt.date, decision: str) -> None:
+        """What the gate of that training decided."""
+        self._update(usecase, day, training_decision=decision)
+
+    def _update(self, usecase: str, day: dt.date, **values: Any) -> None:
         with self.engine.begin() as conn:
             updated = conn.execute(
                 sa.update(DRIFT_HISTORY)
                 .where(DRIFT_HISTORY.c.usecase == usecase, DRIFT_HISTORY.c.day == day)
-                .values(decision=decision, decision_reason=reason)
+                .values(**values)
             ).rowcount
         if updated != 1:
-            raise LookupError(f"no drift history row for {usecase} {day} to record a decision on")
+            raise LookupError(f"no drift history row for {usecase} {day} to set {sorted(values)}")
 
     def night(self, usecase: str, day: dt.date) -> NightSummary | None:
         with self.engine.connect() as conn:

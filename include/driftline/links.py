@@ -58,3 +58,12 @@ def mlflow_run_url(experiment_id: str, run_id: str, env: Mapping[str, str] = os.
 def model_version_url(model: str, version: str, env: Mapping[str, str] = os.environ) -> str:
     ui = mlflow_ui(env)
     return f"{ui}/#/models/{quote(model)}/versions/{quote(str(version))}" if ui else ""
+
+
+def dag_run_url(dag_run: str, env: Mapping[str, str] = os.environ) -> str:
+    """The Airflow UI page of "<dag_id>/<run_id>" (root-relative); '' for a run that was not
+    an Airflow DAG run (`driftline train` / `monitor --retrain` record driftline-cli/...)."""
+    dag_id, _, run_id = dag_run.partition("/")
+    if not run_id or dag_id.startswith("driftline-"):
+        return ""
+    return f"{airflow_prefix(env)}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"

@@ -20,7 +20,7 @@ import pandas as pd
 
 from driftline import drift_report, etl, judged_rows, registry, stages, storage
 from driftline.config import PREDICTION, Settings, UseCase
-from driftline.drift_rule import Verdict, judge
+from driftline.drift_rule import DRIFT_SHARE_RULE, QUALITY_DROP_RULE, Verdict, judge
 from driftline.history import (
     PREDICTION_REFERENCE_HOLDOUT,
     PREDICTION_REFERENCE_TRAINING,
@@ -345,11 +345,34 @@ def decide_night(
         )
         nights = history.nights(usecase.name, day, rule.nights_window)
         verdict = judge(rule, nights, day, last_training, validation_passed(usecase, settings, day))
-        history.decide(usecase.name, day, verdict.decision, verdict.reason)
+        history.decide(usecase.name, day, verdict.decision, verdict.reason, verdict.fired_by)
+        _decision_into_summary(settings.reports_dir(usecase.name, day) / SUMMARY_FILE, verdict)
     finally:
         history.dispose()
     log.info("%s %s: %s (%s)", usecase.name, day, verdict.decision, verdict.reason)
     return verdict, night
+
+
+def _decision_into_summary(path: Path, verdict: Verdict) -> None:
+    """The night's summary.json, beside its reports, says what the sensor decided and which
+    rule held, so the reports' folder tells the same story as the history row."""
+    if path.exists():
+        summary = json.loads(path.read_text())
+        summary.update(
+            decision=verdict.decision,
+            decision_reason=verdict.reason,
+            fired_by=list(verdict.fired_by),
+        )
+        storage.write_json(summary, path)
+
+
+def evidence_reports(night: NightSummary, fired_by: tuple[str, ...]) -> list[str]:
+    """The reports that show what fired: the drift report for the drift share, the quality
+    report for a quality drop (both when both held)."""
+    drift = night.report_html
+    quality = str(Path(drift).with_name(f"{QUALITY}.html")) if drift else None
+    shown = {DRIFT_SHARE_RULE: drift, QUALITY_DROP_RULE: quality}
+    return [shown[rule] for rule in fired_by if shown.get(rule)]
 
 
 def _later(*days: dt.date | None) -> dt.date | None:
@@ -371,7 +394,9 @@ def retraining_conf(usecase: UseCase, night: NightSummary, verdict: Verdict) -> 
             "day": night.day.isoformat(),
             "model_version": night.model_version,
             "reference_md5": night.reference_md5,
-            "report": night.report_html,
+            "fired_by": list(verdict.fired_by),
+            "report": (evidence_reports(night, verdict.fired_by) or [night.report_html])[0],
+            "reports": evidence_reports(night, verdict.fired_by),
             "report_json": night.report_json,
             "drift_share": night.drift_share,
             "drifted_columns": night.drifted_columns,

@@ -394,6 +394,13 @@ def register(
         ws.tag(failed, pipeline["commit"])
         raise
     ws.run("git", "tag", "-d", failed, check=False)  # a retry that succeeded
+    _link_night(
+        settings,
+        usecase,
+        request,
+        run=f"{lineage['airflow_dag_id']}/{lineage['airflow_run_id']}",
+        mlflow_run=run_id,
+    )
     return {
         "version": version,
         "run_id": run_id,
@@ -455,6 +462,9 @@ def gate(usecase: UseCase, settings: Settings, request: TrainingRequest, version
         registry.record_decision(
             settings, usecase, version, champion_version, decision, challenger, champion
         )
+    verdict = "promoted" if decision.promote else "not promoted"
+    decided = f"version {version} {verdict}: {decision.reason}"
+    _link_night(settings, usecase, request, decision=decided)
     metric = usecase.training.gate.primary_metric
     return {
         "version": version,
@@ -465,6 +475,35 @@ def gate(usecase: UseCase, settings: Settings, request: TrainingRequest, version
         "challenger_" + metric: challenger.overall[metric],
         "champion_" + metric: champion.overall[metric] if champion else None,
     }
+
+
+def _link_night(
+    settings: Settings,
+    usecase: UseCase,
+    request: TrainingRequest,
+    run: str | None = None,
+    mlflow_run: str | None = None,
+    decision: str | None = None,
+) -> None:
+    """A retraining the drift sensor started writes itself onto the night that fired it:
+    the run, then the gate's decision (best effort: the training itself is what matters)."""
+    from driftline.history import DriftHistory
+    from driftline.monitoring import TRIGGER_REASON
+
+    night = request.evidence.get("day")
+    if request.reason != TRIGGER_REASON or not isinstance(night, str):
+        return
+    history = DriftHistory(settings.history_url)
+    try:
+        day = dt.date.fromisoformat(night)
+        if run is not None:
+            history.link_training(usecase.name, day, run, mlflow_run or "")
+        if decision is not None:
+            history.link_decision(usecase.name, day, decision)
+    except (LookupError, ValueError) as exc:
+        log.warning("could not link the training to night %s: %s", night, exc)
+    finally:
+        history.dispose()
 
 
 def _decided(version: str, tags: dict[str, str]) -> dict:

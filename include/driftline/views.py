@@ -19,6 +19,7 @@ from typing import Any
 
 from driftline import links
 from driftline.config import ConfigError, Settings, list_usecases
+from driftline.drift_rule import DRIFT_SHARE_RULE, QUALITY_DROP_RULE
 from driftline.history import NightSummary
 
 HISTORY_NIGHTS = 120
@@ -68,6 +69,8 @@ def history_page(usecase: str, nights: list[NightSummary]) -> str:
             _figure(night.champion_holdout_roc_auc),
             html.escape(night.decision or "not judged"),
             html.escape(night.decision_reason or ""),
+            _fired_by(usecase, night),
+            _training(night),
             f'<a href="{links.report_url(usecase, day)}">drift</a> · '
             f'<a href="{links.report_url(usecase, day, "quality")}">quality</a> · '
             f'<a href="{links.data_docs_url(usecase, day)}">Data Docs</a>',
@@ -85,6 +88,8 @@ def history_page(usecase: str, nights: list[NightSummary]) -> str:
         "champion holdout ROC AUC",
         "decision",
         "why",
+        "fired by",
+        "retraining it started",
         "pages",
     ]
     body = "\n".join(rows) or f'<tr><td colspan="{len(head)}">no night monitored yet</td></tr>'
@@ -95,6 +100,27 @@ def history_page(usecase: str, nights: list[NightSummary]) -> str:
         "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>"
         f"<tbody>\n{body}\n</tbody></table>",
     )
+
+
+def _fired_by(usecase: str, night: NightSummary) -> str:
+    """Each rule that held, linked to the report that shows it."""
+    shown = {DRIFT_SHARE_RULE: "drift", QUALITY_DROP_RULE: "quality"}
+    return " · ".join(
+        f'<a href="{links.report_url(usecase, night.day, shown[rule])}">{html.escape(rule)}</a>'
+        for rule in night.fired_by
+        if rule in shown
+    ) or "-"
+
+
+def _training(night: NightSummary) -> str:
+    """The retraining a fired night started, and what its gate decided once it has."""
+    if not night.training_run:
+        return "-"
+    url = links.dag_run_url(night.training_run)
+    run = html.escape(night.training_run)
+    started = f'<a href="{url}">{run}</a>' if url else run
+    decided = html.escape(night.training_decision or "gate not decided yet")
+    return f"{started}<br>{decided}"
 
 
 def index_page(usecases: list[str]) -> str:

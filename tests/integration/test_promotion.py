@@ -20,20 +20,21 @@ from tests.conftest import REPO, copy_curated, repo_settings
 
 pytestmark = pytest.mark.integration
 
-# One process per gate, released together: each loads its challenger, then promotes.
-GATE_AT_ONCE = """
+# One process per gate: says when it is about to gate, then prints its result and the time.
+GATE = """
 import json, sys, time
 from pathlib import Path
 from driftline import training
 from driftline.config import load_usecase
 from tests.conftest import repo_settings
-home, version, start_at = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-settings = repo_settings(home)
+settings = repo_settings(Path(sys.argv[1]))
 usecase = load_usecase("flights", settings)
-request = training.TrainingRequest.from_dict(json.loads(sys.argv[4]))
-time.sleep(max(0.0, start_at - time.time()))
-print(json.dumps(training.gate(usecase, settings, request, version), default=str))
+request = training.TrainingRequest.from_dict(json.loads(sys.argv[3]))
+print("ready", flush=True)
+result = training.gate(usecase, settings, request, sys.argv[2])
+print(json.dumps({**result, "finished_at": time.time()}, default=str), flush=True)
 """
+HOLD_SECONDS = 12  # after both are ready: loading a challenger takes a few seconds
 
 
 def registered_without_gate(usecase, settings, conf: dict, run_id: str) -> tuple[str, dict]:
@@ -58,9 +59,10 @@ def home(tmp_path_factory, curated_days):
     return home
 
 
-def test_two_promotions_at_once_leave_a_consistent_registry(home, tmp_path):
-    """Before: both gates read "no champion", both promoted, `previous` was never set and
-    both versions said they replaced nobody."""
+def test_two_promotions_at_once_leave_a_consistent_registry(home):
+    """Two gates reach the promotion while the test holds its lock: neither may decide until
+    it is released, then one after the other. Before: both read "no champion", both
+    promoted, `previous` was never set and both versions said they replaced nobody."""
     import time
 
     settings = repo_settings(home)
@@ -71,21 +73,25 @@ def test_two_promotions_at_once_leave_a_consistent_registry(home, tmp_path):
     second = registered_without_gate(
         usecase, settings, {"window_end": "2013-01-21", "window_days": 7, "force_promote": True},
         "race-b")
-    start_at = time.time() + 15  # both processes have imported MLflow by then
-    gates = [
-        subprocess.Popen(
-            [sys.executable, "-c", GATE_AT_ONCE, str(home), version, str(start_at),
-             json.dumps(request)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for version, request in (first, second)
-    ]
+    with registry.promotion_lock(settings, usecase):
+        gates = [
+            subprocess.Popen(
+                [sys.executable, "-c", GATE, str(home), version, json.dumps(request)],
+                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for version, request in (first, second)
+        ]
+        for gate in gates:
+            assert gate.stdout.readline().strip() == "ready", gate.stderr.read()[-3000:]
+        time.sleep(HOLD_SECONDS)
+        assert [g.poll() for g in gates] == [None, None], "a gate decided while the lock was held"
+        released_at = time.time()
     results = []
     for gate in gates:
         out, err = gate.communicate(timeout=600)
         assert gate.returncode == 0, err[-3000:]
         results.append(json.loads(out.strip().splitlines()[-1]))
-    assert all(r["promoted"] for r in results)  # both forced
+    assert all(r["promoted"] and r["finished_at"] > released_at for r in results)  # both forced
     replaced = {r["version"]: r["champion_before"] for r in results}
     earlier = next(v for v, before in replaced.items() if before is None)
     later = next(v for v in replaced if v != earlier)

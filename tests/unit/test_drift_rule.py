@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,34 @@ def test_a_quality_drop_names_the_rows_it_was_judged_on():
     verdict = judge(RULE, [low], DAY, None)
     assert verdict.decision == FIRED
     assert "(quality on 5,432 labelled rows of 2013-07-04..2013-07-10)" in verdict.reason
+
+
+def test_the_verdict_names_each_rule_that_held():
+    from driftline.drift_rule import DRIFT_SHARE_RULE, QUALITY_DROP_RULE
+
+    drift = judge(RULE, [night(1, 0.6), night(0, 0.7)], DAY, None)
+    quality = judge(RULE, [night(0, 0.1, auc=0.62)], DAY, None)
+    both = judge(RULE, [night(1, 0.6), night(0, 0.7, auc=0.62)], DAY, None)
+    cooling = judge(RULE, [night(0, 0.1, auc=0.62)], DAY, DAY - dt.timedelta(days=3))
+    assert drift.fired_by == (DRIFT_SHARE_RULE,)
+    assert quality.fired_by == (QUALITY_DROP_RULE,)
+    assert both.fired_by == (DRIFT_SHARE_RULE, QUALITY_DROP_RULE)
+    assert (cooling.decision, cooling.fired_by) == (COOL_DOWN, (QUALITY_DROP_RULE,))
+    assert judge(RULE, [night(0, 0.1)], DAY, None).fired_by == ()
+
+
+def test_the_evidence_of_a_quality_drop_links_the_quality_report():
+    """Before: a night fired by the quality rule linked only the drift report, which said
+    "Dataset Drift is NOT detected"."""
+    from driftline import monitoring
+    from driftline.config import load_usecase
+    from tests.conftest import repo_settings
+
+    usecase = load_usecase("flights", repo_settings(Path("/nonexistent-home")))
+    fired = night(0, 0.1, auc=0.62)
+    fired.report_html = "/home/reports/flights/2013-07-10/drift.html"
+    verdict = judge(RULE, [fired], DAY, None)
+    evidence = monitoring.retraining_conf(usecase, fired, verdict)["evidence"]
+    assert evidence["fired_by"] == ["quality drop"]
+    assert evidence["report"] == "/home/reports/flights/2013-07-10/quality.html"
+    assert evidence["reports"] == [evidence["report"]]

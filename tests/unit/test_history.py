@@ -145,3 +145,21 @@ def test_a_night_says_which_rows_it_judged():
     assert "no day after the model's training window" in night.quality_basis()
     assert "the prediction not judged: no day after the model's window" in night.drift_basis()
     assert night.as_dict()["drift_first_day"] == "2013-02-01"  # JSON-ready
+
+
+def test_a_fired_night_links_its_training_and_keeps_it_through_a_rerun(history):
+    """The row leads to the training the night started and, once decided, to its gate."""
+    history.record(summary(14, 0.7))
+    history.decide("flights", dt.date(2013, 2, 14), FIRED, "k of n", ["drift share"])
+    history.link_training("flights", dt.date(2013, 2, 14), "flights_training/drift__2013-02-14",
+                          "abc123")
+    history.link_decision("flights", dt.date(2013, 2, 14), "version 2 promoted: beats it")
+    history.record(summary(14, 0.7))  # the night reran: the training it started stays linked
+    night = history.night("flights", dt.date(2013, 2, 14))
+    assert night.fired_by == [] and night.training_run == "flights_training/drift__2013-02-14"
+    assert (night.training_mlflow_run, night.training_decision) == (
+        "abc123", "version 2 promoted: beats it")
+    history.decide("flights", dt.date(2013, 2, 14), FIRED, "k of n", ["drift share"])
+    assert history.night("flights", dt.date(2013, 2, 14)).fired_by == ["drift share"]
+    with pytest.raises(LookupError, match="2013-02-15"):
+        history.link_decision("flights", dt.date(2013, 2, 15), "version 3 promoted")

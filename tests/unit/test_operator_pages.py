@@ -131,6 +131,19 @@ def test_history_page_lists_nights_newest_first_and_escapes_text():
     assert "no night monitored yet" in views.history_page("flights", [])
 
 
+def test_a_fired_night_links_the_report_of_its_rule_and_the_training_it_started():
+    night = NightSummary(usecase="flights", day=dt.date(2013, 2, 14), model_version="1",
+                         reference_md5="abc", rows=900, dataset_drift=False, drift_share=0.1,
+                         decision="fired", fired_by=["quality drop"],
+                         training_run="flights_training/drift__2013-02-14",
+                         training_decision="version 2 not promoted: no gain")
+    page = views.history_page("flights", [night])
+    quality = links.report_url("flights", night.day, "quality")
+    assert f'<a href="{quality}">quality drop</a>' in page
+    assert '<a href="/dags/flights_training/runs/drift__2013-02-14">' in page
+    assert "version 2 not promoted: no gain" in page
+
+
 def test_history_page_says_which_rows_were_judged_and_which_night_is_not_judged_yet():
     night = NightSummary(usecase="flights", day=dt.date(2013, 2, 1), model_version="1",
                          reference_md5="abc", rows=6070, dataset_drift=False, drift_share=0.0,
