@@ -207,7 +207,9 @@ def test_a_month_of_operations(tmp_path: Path, curated_days: Path) -> None:
             "WHERE origin = 'XXX' AND time_hour >= :start AND time_hour < :end",
         )
         out = month.cli(f"etl --start {BAD_DAY} --end {BAD_DAY}")
-        assert "1 of 1 days loaded" in out and month.partition(BAD_DAY).exists()
+        assert "1 of 1 days loaded" in out
+        fixed = repo_settings(curated_days).partition_dir("flights", BAD_DAY) / etl.PARTITION_FILE
+        assert month.partition(BAD_DAY).read_bytes() == fixed.read_bytes()  # as if never broken
 
     with month.step("3 first champion"):
         first = month.cli_json(
