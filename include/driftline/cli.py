@@ -256,6 +256,7 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
             model = registry.load_version(settings, usecase.training.registered_model, version)
             loaded = (version, model)
         try:
+            monitoring.partition_ready(usecase, settings, day)  # names a quarantined night
             scored = scoring.score_day(usecase, settings, day, loaded)
             summary = monitoring.report_night(usecase, settings, day, scored.model_version, model)
         except (scoring.MissingPartitionError, monitoring.MonitoringError) as exc:

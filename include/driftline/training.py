@@ -296,7 +296,7 @@ def run_pipeline(
         try:
             ws.push()
         except WorkspaceError:
-            ws.tag(unregistered_tag(message), commit)
+            ws.run("git", "tag", "-f", unregistered_tag(commit), commit, check=False)
             raise
         return {
             "commit": commit,
@@ -306,10 +306,11 @@ def run_pipeline(
         }
 
 
-def unregistered_tag(message: str) -> str:
+def unregistered_tag(commit: str) -> str:
     """The git tag on a workspace commit that no model version was made from (its push or
-    its registration failed): `git tag -l 'unregistered/*'` lists failed attempts."""
-    return "unregistered/" + re.sub(r"[^A-Za-z0-9_.-]+", "_", message.split("(")[-1])[:100]
+    its registration failed): `git tag -l 'unregistered/*'` lists failed attempts, and the
+    commit's message names their run."""
+    return f"unregistered/{commit[:12]}"
 
 
 def commit_message(request: TrainingRequest, dag_id: str, run_id: str) -> str:
@@ -380,7 +381,7 @@ def register(
     if request.evidence:
         tags["trigger_evidence"] = _json(request.evidence)[:5000]
     ws = workspace(usecase, settings)
-    failed = unregistered_tag(ws.run("git", "log", "-1", "--format=%s", pipeline["commit"]))
+    failed = unregistered_tag(pipeline["commit"])
     run_id = None
     try:
         run_id = registry.find_or_start_run(settings, usecase, run_key, tags)
@@ -391,7 +392,7 @@ def register(
     except Exception as exc:
         if run_id is not None:
             registry.mark_failed(settings, run_id, "register_model", exc)
-        ws.tag(failed, pipeline["commit"])
+        ws.run("git", "tag", "-f", failed, pipeline["commit"], check=False)
         raise
     ws.run("git", "tag", "-d", failed, check=False)  # a retry that succeeded
     _link_night(
@@ -591,6 +592,7 @@ def reproduce(usecase: UseCase, settings: Settings, version: str) -> dict:
         raise RuntimeError(f"version {version} has no dvc_commit tag: it was not made by driftline")
     with tempfile.TemporaryDirectory(prefix="driftline-reproduce-") as tmp:
         clone = workspace(usecase, settings).clone_at(commit, Path(tmp) / "workspace")
+        clone.untrack_outputs()  # a version committed with model/ in git (the old bug)
         clone.run("dvc", "pull", "-q", f"{WINDOW_FILE}.dvc")
         began = time.perf_counter()
         clone.run("dvc", "repro", "--force")

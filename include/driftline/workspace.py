@@ -148,7 +148,8 @@ class Workspace:
 
     def cached_outputs(self) -> list[str]:
         """The stage outputs DVC caches (dvc.yaml `outs`): git must never track them."""
-        pipeline = yaml.safe_load((self.root / "dvc.yaml").read_text()) or {}
+        path = self.root / "dvc.yaml"
+        pipeline = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
         found = []
         for stage in (pipeline.get("stages") or {}).values():
             for out in stage.get("outs") or []:

@@ -287,7 +287,8 @@ def test_a_month_of_operations(tmp_path: Path, curated_days: Path) -> None:
         scored_by.update({night: champion for night in days(*LATER_NIGHTS)})
         for night in days(*LATER_NIGHTS):
             assert re.search(rf"^{night} +{champion} ", out, re.M), out
-        assert f"{NEVER_PASSES}  not judged" in out, out
+        assert f"{NEVER_PASSES}  not judged: " in out, out
+        assert "the ETL validation failed and nothing was loaded" in out, out  # not "run the ETL"
         assert "the rule fired on 0 night(s): none" in out and "retrained" not in out
 
     with month.step("9 the stores agree"):
@@ -326,6 +327,11 @@ def test_a_month_of_operations(tmp_path: Path, curated_days: Path) -> None:
         finally:
             ledger.dispose()
         assert rows == scored_by
+        fired = history_night(month, FIRING_NIGHT)  # the evidence follows the decision
+        assert fired.fired_by == ["drift share"], fired
+        assert fired.training_run and fired.training_run.startswith("driftline-cli/"), fired
+        assert fired.training_decision.startswith(
+            f"version 2 {'promoted' if promoted else 'not promoted'}: "), fired
 
         loaded = days(DAY(2013, 1, 1), LATER_NIGHTS[1])
         curated = month.settings.curated_dir("flights")
@@ -343,3 +349,11 @@ def test_a_month_of_operations(tmp_path: Path, curated_days: Path) -> None:
         assert re.search(rf"@champion\s+version {champion}:", out), out
         assert re.search(r"@previous\s+version 4:", out), out
         assert f"{len(scored_by)} nights (" in out and f"fired on {FIRING_NIGHT}" in out, out
+
+
+def history_night(month: Month, day: dt.date):
+    ledger = DriftHistory(month.settings.history_url)
+    try:
+        return ledger.night("flights", day)
+    finally:
+        ledger.dispose()

@@ -282,6 +282,9 @@ def test_hostile_evidence_is_only_kept_as_text_on_the_model_version(
         def tag(self, name, commit):
             captured["git_tag"] = name
 
+        def run(self, *args, check=True):
+            return ""
+
     def find_or_start_run(settings_, usecase_, run_key, tags):
         captured["run_key"], captured["tags"] = run_key, tags
         return "run-1"
