@@ -311,7 +311,8 @@ def history(ctx: _Context, last: int) -> None:
         if night.drifted_columns:
             click.echo(f"           drifted: {', '.join(night.drifted_columns)}")
         if night.fired_by:
-            click.echo(f"           fired by: {', '.join(night.fired_by)}")
+            label = "fired by" if night.decision == FIRED else "rule held (not fired)"
+            click.echo(f"           {label}: {', '.join(night.fired_by)}")
         if night.training_run:
             click.echo(
                 f"           retraining: {night.training_run} (MLflow run "

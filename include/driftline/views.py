@@ -88,7 +88,7 @@ def history_page(usecase: str, nights: list[NightSummary]) -> str:
         "champion holdout ROC AUC",
         "decision",
         "why",
-        "fired by",
+        "fired by (rule held)",
         "retraining it started",
         "pages",
     ]
@@ -103,13 +103,17 @@ def history_page(usecase: str, nights: list[NightSummary]) -> str:
 
 
 def _fired_by(usecase: str, night: NightSummary) -> str:
-    """Each rule that held, linked to the report that shows it."""
+    """Each rule that held, linked to the report that shows it ("held" when a cool-down or
+    a failed validation kept it from firing)."""
     shown = {DRIFT_SHARE_RULE: "drift", QUALITY_DROP_RULE: "quality"}
-    return " · ".join(
+    rules = " · ".join(
         f'<a href="{links.report_url(usecase, night.day, shown[rule])}">{html.escape(rule)}</a>'
         for rule in night.fired_by
         if rule in shown
-    ) or "-"
+    )
+    if not rules:
+        return "-"
+    return rules if night.decision == "fired" else f"held, not fired: {rules}"
 
 
 def _training(night: NightSummary) -> str:
