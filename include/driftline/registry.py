@@ -132,6 +132,8 @@ def decide(
     if comparison is None:
         return decision
     checks = {**decision.checks, "compared": comparison.as_dict()}
+    if comparison.too_few and not force:  # the reason already says what was left
+        return Decision(False, decision.reason, checks)
     return Decision(decision.promote, f"{decision.reason} ({comparison.describe()})", checks)
 
 
@@ -153,7 +155,14 @@ def _decide(
             False,
             f"not compared with champion version {comparison.champion_version}: "
             f"{len(comparison.rows):,} holdout rows lie outside its training window, fewer "
-            f"than min_compare_rows {comparison.min_rows} (force_promote to promote anyway)",
+            f"than min_compare_rows {comparison.min_rows}"
+            + (
+                f"; holdout days {_span(comparison.excluded_days)} are in champion version "
+                f"{comparison.champion_version}'s training window"
+                if comparison.excluded_days
+                else ""
+            )
+            + " (force_promote to promote anyway)",
             checks,
         )
     if math.isnan(value):
