@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import configparser
 
+import pytest
+
 from driftline.workspace import Workspace
 
 
@@ -84,18 +86,23 @@ def _train(ws: Workspace, window: bytes, message: str) -> str:
     return ws.commit(message)
 
 
-def test_the_same_window_twice_then_another_window_keeps_dvc_outputs_out_of_git(
-    tmp_path, monkeypatch
-):
-    """The second run of a window finds every stage cached, so DVC writes no .gitignore entry
-    for `model`; the workspace must still ignore it, or `model/` goes into git and every later
-    `dvc repro` fails ("output 'model' is already tracked by SCM")."""
+@pytest.fixture
+def toy_workspace(tmp_path, monkeypatch) -> Workspace:
+    """A real git + DVC workspace whose project pipeline is TOY_PIPELINE (no XGBoost)."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "dvc.yaml").write_text(TOY_PIPELINE)
     (project / "params.yaml").write_text("train: {}\n")
     monkeypatch.setattr("driftline.workspace.project_root", lambda: project)
     ws = Workspace.ensure(tmp_path / "ws", str(tmp_path / "remote"))
+    return ws
+
+
+def test_the_same_window_twice_then_another_window_keeps_dvc_outputs_out_of_git(toy_workspace):
+    """The second run of a window finds every stage cached, so DVC writes no .gitignore entry
+    for `model`; the workspace must still ignore it, or `model/` goes into git and every later
+    `dvc repro` fails ("output 'model' is already tracked by SCM")."""
+    ws = toy_workspace
     _train(ws, b"window A", "A")
     _train(ws, b"window A", "A")  # the same window again: every stage is cached
     assert ws.run("git", "ls-files", "model") == ""
@@ -105,16 +112,9 @@ def test_the_same_window_twice_then_another_window_keeps_dvc_outputs_out_of_git(
     assert "/model" in (ws.root / ".gitignore").read_text().splitlines()
 
 
-def test_a_workspace_with_model_committed_into_git_is_repaired_by_the_next_run(
-    tmp_path, monkeypatch
-):
+def test_a_workspace_with_model_committed_into_git_is_repaired_by_the_next_run(toy_workspace):
     """Workspaces damaged by earlier driftline versions train again without a manual fix."""
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "dvc.yaml").write_text(TOY_PIPELINE)
-    (project / "params.yaml").write_text("train: {}\n")
-    monkeypatch.setattr("driftline.workspace.project_root", lambda: project)
-    ws = Workspace.ensure(tmp_path / "ws", str(tmp_path / "remote"))
+    ws = toy_workspace
     _train(ws, b"window A", "A")
     (ws.root / ".gitignore").write_text("/.driftline.lock\n")  # what driftline used to write
     ws.run("git", "add", "-A")
