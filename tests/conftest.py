@@ -128,7 +128,6 @@ SLOWEST_FIRST = (
     "tests/integration/test_monitoring_dag.py",
     "tests/integration/test_replay.py",
     "tests/integration/test_operations_month.py",
-    "tests/integration/test_promotion.py",
     "tests/integration/test_mlflow_postgres.py",
     "tests/integration/test_etl_dag.py",
     "tests/integration/test_dependency_faults.py",

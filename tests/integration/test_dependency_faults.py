@@ -1,5 +1,6 @@
 """A dependency that is down fails the step that needs it with a message naming it; nothing
-is registered or promoted from the half-finished training, and the champion stays.
+is registered or promoted from the half-finished training, and the champion stays. Two
+promotions at once wait for each other (the promotion lock) and leave one consistent story.
 
 (The DAG side, retries with exponential back-off on every task, is the house rule that
 tests/dags/test_dag_integrity.py enforces; the source database's side is in
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import subprocess
+import sys
+import time
 
 import pytest
 
 from driftline import registry, training
 from driftline.config import load_usecase
-from tests.conftest import copy_curated, repo_settings
+from tests.conftest import REPO, copy_curated, repo_settings
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +111,68 @@ def test_a_failing_dvc_stage_names_the_step_and_leaves_the_workspace_at_the_last
     assert registered(settings, usecase) == before
     runs = registry.client(settings).search_runs([registry.experiment_id(settings, usecase)])
     assert not [r for r in runs if r.data.tags.get("trigger_reason") == "bad stage"]
+
+
+# One process per gate: says when it is about to gate, then prints its result and the time.
+GATE = """
+import json, sys, time
+from pathlib import Path
+from driftline import training
+from driftline.config import load_usecase
+from tests.conftest import repo_settings
+settings = repo_settings(Path(sys.argv[1]))
+usecase = load_usecase("flights", settings)
+request = training.TrainingRequest.from_dict(json.loads(sys.argv[3]))
+print("ready", flush=True)
+result = training.gate(usecase, settings, request, sys.argv[2])
+print(json.dumps({**result, "finished_at": time.time()}, default=str), flush=True)
+"""
+HOLD_SECONDS = 12  # after both are ready: loading a challenger takes a few seconds
+
+
+def test_two_promotions_at_once_wait_for_the_lock_and_leave_a_consistent_registry(trained):
+    """Two gates reach the promotion while the test holds the promotion lock: neither may
+    decide until it is released, then one after the other. Before: both read the same
+    champion, both promoted against it, and `previous` and their records disagreed.
+    (Two versions registered from the workspace's last commit: what races is the gate.)"""
+    settings, usecase = trained
+    ws = training.workspace(usecase, settings)
+    pipeline = {"commit": ws.run("git", "rev-parse", "HEAD"), "hashes": ws.hashes(),
+                "metrics": {}, "pipeline_seconds": 0}
+    request = training.TrainingRequest.from_conf({**WINDOW, "force_promote": True}, usecase)
+    versions = [
+        training.register(usecase, settings, request, key,
+                          {"airflow_dag_id": "test", "airflow_run_id": key}, pipeline)["version"]
+        for key in ("race-a", "race-b")
+    ]
+    name = usecase.training.registered_model
+    champion_before = registry.alias_version(settings, name, registry.CHAMPION)
+    with registry.promotion_lock(settings, usecase):
+        gates = [
+            subprocess.Popen(
+                [sys.executable, "-c", GATE, str(settings.home), version,
+                 json.dumps(request.as_dict())],
+                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for version in versions
+        ]
+        for gate in gates:
+            assert gate.stdout.readline().strip() == "ready", gate.stderr.read()[-3000:]
+        time.sleep(HOLD_SECONDS)
+        assert [g.poll() for g in gates] == [None, None], "a gate decided while the lock was held"
+        released_at = time.time()
+    results = []
+    for gate in gates:
+        out, err = gate.communicate(timeout=600)
+        assert gate.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["promoted"] and r["finished_at"] > released_at for r in results)  # forced
+    replaced = {r["version"]: r["champion_before"] for r in results}
+    earlier = next(v for v, before in replaced.items() if before == champion_before)
+    later = next(v for v in replaced if v != earlier)
+    assert replaced[later] == earlier, f"the later promotion must replace the earlier: {replaced}"
+    assert registry.alias_version(settings, name, registry.CHAMPION) == later
+    assert registry.alias_version(settings, name, registry.PREVIOUS) == earlier
+    for version, before in replaced.items():
+        tags = registry.version_info(settings, usecase, version)["tags"]
+        assert tags["gate.champion_version"] == (before or "none")

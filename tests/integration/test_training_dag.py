@@ -118,15 +118,23 @@ def test_a_second_window_registers_version_2_and_the_rule_decides(env, state):
     assert len(runs) == 2
 
 
-def test_a_worse_model_is_not_promoted(env, state):
-    """Two days of training data against the champion, on the same holdout."""
+def test_a_challenger_whose_holdout_the_champion_trained_on_is_not_promoted(env, state):
+    """An earlier window (two days ending 31 January) against the champion, whose window
+    holds the challenger's whole holdout (1-7 February). Before: the champion was scored on
+    its own training days, won by construction, and the reason read "does not beat"."""
     settings, usecase = state
     before = aliases(settings)
     done = trigger(env, {"window_end": "2013-01-31", "window_days": 2, "reason": "worse"})
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     info = registry.version_info(settings, usecase, "3")
     assert info["tags"]["gate.decision"] == "not promoted"
-    assert "does not beat" in info["tags"]["gate.reason"]
+    champion = before["champion"]
+    assert info["tags"]["gate.reason"].startswith(
+        f"not compared with champion version {champion}: 0 holdout rows lie outside its "
+        "training window, fewer than min_compare_rows 1000; holdout days 2013-02-01..2013-02-07 "
+        f"are in champion version {champion}'s training window"
+    ), info["tags"]["gate.reason"]
+    assert json.loads(info["tags"]["gate.scores"])["checks"]["compared"]["rows"] == 0
     assert "Gate: not promoted" in info["description"]
     after = aliases(settings)
     assert after["champion"] == before["champion"] and after["challenger"] == "3"
