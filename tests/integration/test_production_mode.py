@@ -344,6 +344,8 @@ def test_production_stack_runs_etl_training_and_two_monitored_nights(production_
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.tags["airflow_run_id"] == TRAIN_RUN
     assert champion.tags["gate.decision"] == "promoted"
+    assert champion.tags["dvc_commit"]  # the version's DVC address, as on the embedded store
+    assert not (Path(env["DRIFTLINE_HOME"]) / "mlflow" / "mlflow.db").exists()  # no local store
     mlflow_db = sa.create_engine(env["DRIFTLINE_MLFLOW_BACKEND_STORE_URI"])
     try:
         with mlflow_db.connect() as conn:
