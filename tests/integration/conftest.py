@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pendulum
+from filelock import FileLock
 
 from tests import warm_cli
 from tests.conftest import REPO
@@ -55,12 +56,18 @@ def copy_sqlite(source: Path, target: Path) -> None:
 
 @functools.cache
 def migrated_metadata_db() -> Path:
-    """An Airflow metadata DB (SQLite) migrated once per session by `airflow db migrate`;
-    each module's Airflow home starts from a copy of it."""
-    home = Path(tempfile.mkdtemp(prefix="driftline-airflow-template-"))
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    done = run(env, "airflow", "db", "migrate")
-    assert done.returncode == 0, done.stderr[-3000:]
+    """An Airflow metadata DB (SQLite) migrated once per session by `airflow db migrate`
+    (one for all xdist workers: they share the run's id); each module's Airflow home starts
+    from a copy of it."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+    home = Path(tempfile.gettempdir()) / f"driftline-airflow-template-{run_id}"
+    home.mkdir(exist_ok=True)
+    with FileLock(home / "migrate.lock"):
+        if not (home / "migrated").exists():
+            env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+            done = run(env, "airflow", "db", "migrate")
+            assert done.returncode == 0, done.stderr[-3000:]
+            (home / "migrated").touch()
     return home / "airflow.db"
 
 
