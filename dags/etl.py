@@ -40,7 +40,8 @@ A rerun of a day replaces its partition; it never adds rows.
 - *validate_batch* failed: the log names every failed expectation and its observed value.
   The batch and its full validation result are in `{quarantine}/<day>/`; nothing was loaded
   and the previous partition (if any) is untouched. Fix the source (or the suite, if the data
-  is right and the rule is wrong), then clear the task to rerun the day.
+  is right and the rule is wrong), then clear the **whole run** (*Clear Run*, not only the
+  failed task): clearing validate_batch alone validates the same extracted rows again.
 - *extract_{table}* failed: the source database is down or unreadable (the message names it);
   the task retried with back-off. Clear it once the database is back.
 """

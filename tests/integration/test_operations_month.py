@@ -32,7 +32,14 @@ import yaml
 from driftline import etl
 from driftline.config import Settings, load_usecase
 from driftline.history import DriftHistory
-from tests.conftest import REPO, copy_curated, corrupt, repo_settings
+from tests.conftest import (
+    BREAK_ONE_ORIGIN,
+    FIX_ORIGIN,
+    REPO,
+    copy_curated,
+    corrupt,
+    repo_settings,
+)
 from tests.integration.conftest import run
 
 pytestmark = pytest.mark.integration
@@ -188,26 +195,14 @@ def test_a_month_of_operations(tmp_path: Path, curated_days: Path, seeded_source
         assert without_load_time(after[result]) == without_load_time(before[result])
 
     with month.step("2 a bad day, fixed"):
-        corrupt(
-            month.source,
-            usecase,
-            BAD_DAY,
-            "UPDATE flights SET origin = 'XXX' WHERE rowid = (SELECT min(rowid) FROM flights "
-            "WHERE time_hour >= :start AND time_hour < :end AND origin = 'JFK')",
-        )
+        corrupt(month.source, usecase, BAD_DAY, BREAK_ONE_ORIGIN)
         out = month.cli(f"etl --start {BAD_DAY} --end {BAD_DAY}", code=1)
         assert "expect_column_values_to_be_in_set on origin: 1 of" in out and "'XXX'" in out
         assert f"1 days failed: {BAD_DAY}" in out
         quarantine = month.settings.quarantine_dir("flights", BAD_DAY)
         assert sorted(p.name for p in quarantine.iterdir()) == ["batch.parquet", "validation.json"]
         assert not month.settings.partition_dir("flights", BAD_DAY).exists()
-        corrupt(
-            month.source,
-            usecase,
-            BAD_DAY,
-            "UPDATE flights SET origin = 'JFK' "
-            "WHERE origin = 'XXX' AND time_hour >= :start AND time_hour < :end",
-        )
+        corrupt(month.source, usecase, BAD_DAY, FIX_ORIGIN)
         out = month.cli(f"etl --start {BAD_DAY} --end {BAD_DAY}")
         assert "1 of 1 days loaded" in out
         fixed = repo_settings(curated_days).partition_dir("flights", BAD_DAY) / etl.PARTITION_FILE

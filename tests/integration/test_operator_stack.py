@@ -1,23 +1,31 @@
-"""The operator's stack as an operator meets it, and as it survives a crash: `make up`, a
-login, the scheduler catching up nights two at a time while it is SIGKILLed and restarted,
-two retrainings triggered at once through the REST API client, a training run's MLflow link
-followed in headless Chromium, and `make down` leaving no process behind.
+"""The operator's stack as an operator meets it, and a compressed month of operations through
+the real scheduler: `make up`, a login, the scheduler catching up nights two at a time while
+it is SIGKILLed and restarted, a rejected night fixed in the source and cleared, a first
+champion, a monitored night whose drift sensor starts a retraining, the sensor's window and
+another window retrained at once through the REST API client, a rollback, the next night
+monitored by the right champion; then every run, the registry, the workspace, the drift
+history and the curated store must agree. A training run's MLflow link is followed in headless
+Chromium, and `make down` leaves no process behind.
 
 One stack for the module (its start-up is the costliest part): a use-case override bounds
 the calendar to the first NIGHTS days of January (end_date), so unpausing flights_etl makes
-the scheduler run exactly those nights, with a 2-day holdout so both trainings fit in them.
+the scheduler run exactly those nights, with 2-day windows and holdouts so every training fits
+in them, and a rule that fires on any drift outside a 3-day cool-down.
 
 - Nights in parallel (max_active_runs=2); the scheduler killed while a task runs after
-  KILL_AFTER nights, then `driftline stack restart scheduler`; every run green and every
+  KILL_AFTER nights, then `driftline stack restart scheduler`; BAD_DAY is rejected by the
+  suite, fixed in the source and its run cleared; every run green in the end and every
   partition byte-identical to the same day loaded alone in-process. 6 nights prove what 30
   did: `bench/bench_scheduler_load.py` runs this test with DRIFTLINE_LOAD_NIGHTS=30 for the
   load figure.
 - Concurrency: two retrainings triggered at the same moment run one after the other
   (max_active_runs=1, DVC's workspace locked) and register two distinct versions.
+- The CLI's month (tests/integration/test_operations_month.py) takes the same kind of steps
+  in-process, with more of them checked in detail.
 
 With DRIFTLINE_STACK_HOME set (`make ui-test`), the tests use the stack `make up` started
-there instead of starting their own (the crash and the retrainings are then skipped), and
-write their screenshots into docs/screenshots/.
+there instead of starting their own (the month is then skipped), and write their screenshots
+into docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -34,11 +43,22 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
+import pendulum
 import pytest
 import yaml
+from airflow_client.client.api.backfill_api import BackfillApi
+from airflow_client.client.api.dag_run_api import DagRunApi
+from airflow_client.client.api.task_instance_api import TaskInstanceApi
 from airflow_client.client.exceptions import ApiException
+from airflow_client.client.models.backfill_post_body import BackfillPostBody
+from airflow_client.client.models.dag_run_clear_body import DAGRunClearBody
 
-from tests.conftest import REPO, repo_settings, sqlite_url
+from driftline import etl
+from driftline.config import load_usecase
+from driftline.history import DriftHistory
+from tests import warm_cli
+from tests.conftest import BREAK_ONE_ORIGIN, FIX_ORIGIN, REPO, corrupt, repo_settings, sqlite_url
 from tests.stack_helpers import (
     GREEN,
     AirflowApi,
@@ -55,22 +75,34 @@ from tests.stack_helpers import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 BIN = Path(sys.executable).parent
-ETL, TRAINING = "flights_etl", "flights_training"
-DAGS = {ETL, TRAINING, "flights_monitoring"}
+ETL, TRAINING, MONITORING = "flights_etl", "flights_training", "flights_monitoring"
+DAGS = {ETL, TRAINING, MONITORING}
+TZ = "America/New_York"
 MODEL = "flights_delay"
 # 6 nights prove what 30 did (two at a time, a crash mid-night, byte-identical partitions)
 NIGHTS = int(os.environ.get("DRIFTLINE_LOAD_NIGHTS", "6"))
 KILL_AFTER = 2  # nights done before the scheduler is killed while the next one runs
 FIRST = dt.date(2013, 1, 1)
 LAST = FIRST + dt.timedelta(days=NIGHTS - 1)
-# Two windows of 2 days with a 2-day holdout, both inside the first 6 loaded nights; the
-# second is the run the browser test follows to MLflow.
-TRAININGS = {
-    "faults_test__first": {"window_end": "2013-01-02", "window_days": 2, "reason": "test A"},
-    "browser_test_retraining": {
-        "window_end": "2013-01-04", "window_days": 2, "reason": "browser test"},
+BAD_DAY = dt.date(2013, 1, 3)  # one JFK flight from 'XXX' in the source: rejected, then fixed
+WINDOW_DAYS = HOLDOUT_DAYS = 2
+COOLDOWN_DAYS = 3  # from the champion's window end, or the last firing if later
+# The month: v1 trains on 1-2 January (holdout 3-4); the night of 5 January fires (3 days
+# after v1's window) and the sensor retrains 2-3 January; that window again by hand and
+# 3-4 January (forced) at once; a rollback; 6 January is then monitored (inside the
+# cool-down of the 5th's firing).
+FIRST_CHAMPION = {"window_end": "2013-01-02", "window_days": 2, "reason": "first champion"}
+FIRING_NIGHT = dt.date(2013, 1, 5)
+SENSOR_RUN = f"drift__{FIRING_NIGHT}"
+SENSOR_WINDOW = {"window_end": "2013-01-03", "window_days": 2}
+NEXT_NIGHT = dt.date(2013, 1, 6)
+TRAININGS = {  # triggered at the same moment
+    "month__same_window": {**SENSOR_WINDOW, "reason": "the sensor's window by hand"},
+    "month__other_window": {
+        "window_end": "2013-01-04", "window_days": 2, "force_promote": True,
+        "reason": "another window, pushed by hand"},
 }
-RUN_ID = "browser_test_retraining"
+RUN_ID = "month__same_window"  # the run the browser test follows to MLflow
 WINDOW = TRAININGS[RUN_ID]
 # a stack started elsewhere (make ui-test, the shipped use-case: 7 holdout days) gets this
 # window's days loaded for its training run
@@ -92,19 +124,31 @@ CHROMIUM_FLAGS = [
 
 
 def bounded_nights(folder: Path) -> Path:
+    """flights.yaml for the compressed month: NIGHTS days, 2-day windows and holdouts, a rule
+    that fires on any drift (nights judged alone) outside the cool-down."""
     config = yaml.safe_load((REPO / "usecases" / "flights.yaml").read_text())
     config["end_date"] = LAST.isoformat()
-    config["training"].update(holdout_days=2, min_train_rows=500)
+    config["training"].update(
+        window_days=WINDOW_DAYS, holdout_days=HOLDOUT_DAYS, min_train_rows=500)
     config["training"]["gate"]["floor"] = 0.5
+    config["monitoring"]["tests"].update(num_threshold=0.01, cat_threshold=0.01)
+    config["monitoring"]["rule"].update(
+        drift_share=0.05, nights_drifted=1, nights_window=1, cooldown_days=COOLDOWN_DAYS)
     folder.mkdir(parents=True)
     (folder / "flights.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return folder
 
 
 def driftline(env: dict[str, str], *args: str, timeout: float = 600) -> str:
-    done = subprocess.run(
-        [str(BIN / "driftline"), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """`driftline args` with the stack's environment: a warm process (tests.warm_cli), but for
+    `driftline stack`, whose services must not descend from the tests' fork server."""
+    if args[0] == "stack":
+        done = subprocess.run(
+            [str(BIN / "driftline"), *args], env=env, capture_output=True, text=True,
+            timeout=timeout,
+        )
+    else:
+        done = warm_cli.run("driftline", list(args), env, timeout=timeout)
     assert done.returncode == 0, f"driftline {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -226,7 +270,8 @@ def kill_scheduler_mid_night(home: Path, api: AirflowApi) -> tuple[int, list[str
         busy = running_tasks(api, ETL) if done >= KILL_AFTER else []
         if busy:
             break
-        assert not any(str(r.state.value) == "failed" for r in runs), diagnostics(home)
+        failed = {night(r) for r in runs if str(r.state.value) == "failed"}
+        assert failed <= {BAD_DAY}, diagnostics(home)
         assert time.monotonic() < deadline, f"no night running after {KILL_AFTER} done: {runs}"
         time.sleep(1)
     pid = stack_state(home)["pids"]["scheduler"]
@@ -234,9 +279,37 @@ def kill_scheduler_mid_night(home: Path, api: AirflowApi) -> tuple[int, list[str
     return pid, busy
 
 
+def night(run) -> dt.date:
+    """The day a nightly run covers: its data interval's start, in New York."""
+    return pendulum.instance(run.data_interval_start).in_timezone(TZ).date()
+
+
+def run_of(api: AirflowApi, dag_id: str, day: dt.date) -> str:
+    (run_id,) = [r.dag_run_id for r in api.runs(dag_id) if night(r) == day]
+    return run_id
+
+
+def midnight(day: dt.date) -> pendulum.DateTime:
+    """The logical date of the nightly run covering `day` (its data interval's start)."""
+    return pendulum.datetime(day.year, day.month, day.day, tz=TZ)
+
+
+def task_log(home: Path, dag_id: str, run_id: str, task_id: str) -> str:
+    logs = home / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    return "\n".join(p.read_text(errors="replace") for p in logs.glob(f"task_id={task_id}/*.log"))
+
+
+def finished(runs: list, count: int) -> bool:
+    return len(runs) == count and all(str(r.state.value) in ("success", "failed") for r in runs)
+
+
 def test_nights_two_at_a_time_survive_a_scheduler_crash_and_load_correct_partitions(stack, api):
     own_stack(stack)
     home, env = stack["home"], stack["env"]
+    settings = repo_settings(home)
+    usecase = load_usecase("flights", settings)
+    source = home / "source" / "flights.db"
+    corrupt(source, usecase, BAD_DAY, BREAK_ONE_ORIGIN)
     began = time.monotonic()
     api.unpause(ETL)
     killed, busy = kill_scheduler_mid_night(home, api)
@@ -244,73 +317,220 @@ def test_nights_two_at_a_time_survive_a_scheduler_crash_and_load_correct_partiti
     driftline(env, "stack", "restart", "scheduler", timeout=600)
     assert stack_state(home)["pids"]["scheduler"] != killed
 
-    runs = wait_for_runs(
-        api,
-        home,
-        ETL,
-        lambda runs: (
-            len(runs) == NIGHTS and all(str(r.state.value) in ("success", "failed") for r in runs)
-        ),
-        f"done with {NIGHTS} nights",
-        timeout=1800,
-    )
+    deadline = time.monotonic() + 1800
+    while not finished(runs := api.runs(ETL), NIGHTS):
+        assert time.monotonic() < deadline, f"not done with {NIGHTS} nights:\n{diagnostics(home)}"
+        time.sleep(3)
     TIMINGS[f"{NIGHTS} nights"] = time.monotonic() - began
     states = {r.dag_run_id: api.task_states(ETL, r.dag_run_id) for r in runs}
     red = {run: tasks for run, tasks in states.items() if set(tasks.values()) - GREEN}
-    assert not red, f"not green: {red}\n{diagnostics(home)}"
+    # the bad day alone is red, rejected by the suite, and nothing of it was loaded
+    bad = run_of(api, ETL, BAD_DAY)
+    assert list(red) == [bad], f"not green: {red}\n{diagnostics(home)}"
+    assert red[bad]["validate_batch"] == "failed" and red[bad]["load_partition"] != "success"
+    assert not settings.partition_dir("flights", BAD_DAY).exists()
+    rejected = settings.quarantine_dir("flights", BAD_DAY)
+    assert sorted(p.name for p in rejected.iterdir()) == ["batch.parquet", "validation.json"]
+    assert "'XXX'" in task_log(home, ETL, bad, "validate_batch")
+
+    # the operator fixes the source and clears the whole run, as the DAG's docs say (clearing
+    # only the failed task would validate the same staged rows again); the same run goes green
+    corrupt(source, usecase, BAD_DAY, FIX_ORIGIN)
+    DagRunApi(api.client).clear_dag_run(
+        ETL, bad, DAGRunClearBody(dry_run=False, only_failed=False)
+    )
+    assert api.wait_for_run(ETL, bad, timeout=600) == "success", diagnostics(home)
+    TIMINGS["bad day rerun"] = time.monotonic() - began
+
+    runs = api.runs(ETL)
     assert {str(r.state.value) for r in runs} == {"success"}
     assert {str(r.run_type.value) for r in runs} == {"scheduled"}
+    assert len(runs) == NIGHTS
+    # its first try of the suite failed, the second passed
+    tries = TaskInstanceApi(api.client).get_task_instance_tries(ETL, bad, "validate_batch")
+    assert [str(t.state.value) for t in tries.task_instances] == ["failed", "success"]
     sys.stderr.write(f"\n{NIGHTS} nights through the scheduler: {TIMINGS} (killed during {busy})\n")
     print("LOAD-TIMINGS", json.dumps({"nights": NIGHTS, **TIMINGS}))  # bench_scheduler_load
 
     # every partition is exactly what the day gives when it is loaded alone, in-process
-    from driftline import etl
-    from driftline.config import load_usecase
-
-    settings = repo_settings(home)
     alone = repo_settings(home.parent / "alone")
-    usecase = load_usecase("flights", settings)
     loaded = etl.list_partitions(usecase, settings)
     assert [day for day, _, _ in loaded] == [FIRST + dt.timedelta(days=n) for n in range(NIGHTS)]
-    source = sqlite_url(home / "source" / "flights.db")
     for day, path, rows in loaded:
-        reference = etl.run_day(usecase, alone, day, source)
+        reference = etl.run_day(usecase, alone, day, sqlite_url(source))
         assert (rows, path.read_bytes()) == (reference.rows, reference.path.read_bytes()), day
 
 
-def test_two_retrainings_triggered_at_once_run_one_at_a_time(stack, api):
-    own_stack(stack)
-    home = stack["home"]
-    api.unpause(TRAINING)
-    for run_id, conf in TRAININGS.items():
-        api.trigger(TRAINING, conf, run_id=run_id)
+def monitor(api: AirflowApi, home: Path, day: dt.date) -> str:
+    """A backfill of the one night `day` through the scheduler, as an operator starts a
+    catch-up from the UI; the night's run id once it is done."""
+    BackfillApi(api.client).create_backfill(
+        BackfillPostBody(
+            dag_id=MONITORING, from_date=midnight(day), to_date=midnight(day), max_active_runs=1
+        )
+    )
+    deadline = time.monotonic() + 900
+    while True:
+        runs = [r for r in api.runs(MONITORING) if night(r) == day]
+        if runs and str(runs[0].state.value) in ("success", "failed"):
+            break
+        assert time.monotonic() < deadline, f"night {day} not done:\n{diagnostics(home)}"
+        time.sleep(3)
+    (run,) = runs
+    tasks = api.task_states(MONITORING, run.dag_run_id)
+    assert str(run.state.value) == "success", f"{tasks}\n{diagnostics(home)}"
+    return run.dag_run_id
+
+
+def trained(api: AirflowApi, home: Path, count: int) -> dict[str, object]:
+    """Wait until flights_training has `count` runs, all green; the runs by id."""
     runs = wait_for_runs(
         api,
         home,
         TRAINING,
-        lambda runs: (
-            len(runs) == 2 and all(str(r.state.value) in ("success", "failed") for r in runs)
-        ),
-        "done with both trainings",
+        lambda runs: finished(runs, count),
+        f"done with {count} trainings",
         timeout=1200,
     )
-    assert {str(r.state.value) for r in runs} == {"success"}
-    first, second = sorted(runs, key=lambda r: r.start_date)
-    assert first.end_date <= second.start_date, "the two trainings overlapped"
+    return {r.dag_run_id: r for r in runs}
 
-    import mlflow
 
+def lineage(env: dict[str, str], version: str) -> dict:
+    return json.loads(driftline(env, "lineage", version, "--json"))
+
+
+def git(workspace: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(workspace), *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_a_month_goes_on_through_the_scheduler(stack, api):
+    """After the nights: the first champion, a night whose sensor retrains, two retrainings
+    at once, a rollback, the next night; then every store agrees with the others."""
+    own_stack(stack)
+    home, env = stack["home"], stack["env"]
     settings = repo_settings(home)
-    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    versions = client.search_model_versions(f"name = '{MODEL}'")
-    made_by = {v.tags.get("airflow_run_id"): int(v.version) for v in versions}
-    assert made_by == {first.dag_run_id: 1, second.dag_run_id: 2}
-    # each version is its own commit of the one DVC workspace, tagged with its number
+    began = time.monotonic()
+    for dag_id in (TRAINING, MONITORING):
+        api.unpause(dag_id)
+
+    # the first champion, by hand
+    api.trigger(TRAINING, FIRST_CHAMPION, run_id="month__first_champion")
+    trained(api, home, 1)
+    first = lineage(env, "1")
+    assert (first["airflow_run_id"], first["gate"]["decision"]) == (
+        "month__first_champion",
+        "promoted",
+    )
+    TIMINGS["first champion"] = time.monotonic() - began
+
+    # the night of 5 January: v1 scores it, the rule fires, the sensor starts a retraining of
+    # the newest window whose holdout ends on that night
+    fired_run = monitor(api, home, FIRING_NIGHT)
+    states = api.task_states(MONITORING, fired_run)
+    assert (states["drift_sensor"], states["trigger_retraining"]) == ("success", "success")
+    runs = trained(api, home, 2)
+    # started by the sensor's TriggerDagRunOperator, not by a person
+    assert str(runs[SENSOR_RUN].run_type.value) == "operator_triggered"
+    sensor = lineage(env, "2")
+    assert sensor["airflow_run_id"] == SENSOR_RUN and sensor["trigger_reason"] == "drift"
+    assert sensor["window"] == "2013-01-02..2013-01-03"
+    assert sensor["holdout"] == f"2013-01-04..{FIRING_NIGHT}"
+    promoted = sensor["gate"]["decision"] == "promoted"
+    champion = "2" if promoted else "1"
+    TIMINGS["sensor's retraining"] = time.monotonic() - began
+
+    # the sensor's window again and another window, triggered at the same moment: they run
+    # one after the other and get a version each, in the order they ran
+    for run_id, conf in TRAININGS.items():
+        api.trigger(TRAINING, conf, run_id=run_id)
+    runs = trained(api, home, 4)
+    first_run, second_run = sorted(
+        (runs[run_id] for run_id in TRAININGS), key=lambda r: r.start_date
+    )
+    assert first_run.end_date <= second_run.start_date, "the two trainings overlapped"
+    version = {first_run.dag_run_id: "3", second_run.dag_run_id: "4"}
+    same, other = (lineage(env, version[run_id]) for run_id in TRAININGS)
+    # the same data gives the same model (DVC's cache), which beats neither itself nor a
+    # champion it lost to; the forced window is promoted
+    assert same["window"] == sensor["window"]
+    assert same["dvc_hashes"]["model"] == sensor["dvc_hashes"]["model"]
+    assert same["gate"]["decision"] == "not promoted", same["gate"]
+    assert other["gate"]["decision"] == "promoted", other["gate"]
+    champion, previous = version["month__other_window"], champion
+    TIMINGS["two retrainings at once"] = time.monotonic() - began
+
+    # a rollback: the champion before the forced one serves again
+    out = driftline(env, "rollback", "--reason", "the forced window is worse at JFK")
+    demoted = version["month__other_window"]
+    assert f"champion is version {previous} again (version {demoted} is now `previous`)" in out
+    champion, previous = previous, demoted
+
+    # the next night is scored by the champion the rollback restored; inside the cool-down
+    next_run = monitor(api, home, NEXT_NIGHT)
+    assert api.task_states(MONITORING, next_run)["trigger_retraining"] == "skipped"
+    scored = pd.read_parquet(settings.predictions_path("flights", NEXT_NIGHT))
+    assert set(scored["model_version"].astype(str)) == {champion}
+    TIMINGS["next night"] = time.monotonic() - began
+
+    # every run in the state it should be: all green (the bad day's first try was red)
+    for dag_id, count in ((ETL, NIGHTS), (TRAINING, 4), (MONITORING, 2)):
+        dag_runs = api.runs(dag_id)
+        assert len(dag_runs) == count, dag_runs
+        states = {r.dag_run_id: api.task_states(dag_id, r.dag_run_id) for r in dag_runs}
+        not_green = {
+            r.dag_run_id: states[r.dag_run_id]
+            for r in dag_runs
+            if str(r.state.value) != "success" or set(states[r.dag_run_id].values()) - GREEN
+        }
+        assert not not_green, f"{dag_id}: {not_green}\n{diagnostics(home)}"
+    assert [str(r.run_type.value) for r in api.runs(MONITORING)] == ["backfill"] * 2
+
+    # the registry: each version made by its run, each a tagged commit of the workspace
+    made_by = {"month__first_champion": "1", SENSOR_RUN: "2", **version}
+    aliases: dict[str, str] = {}
     workspace = settings.workspace_dir("flights")
-    tags = subprocess.run(
-        ["git", "-C", str(workspace), "tag"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert tags == [f"{MODEL}-v1", f"{MODEL}-v2"]
+    for run_id, number in made_by.items():
+        info = lineage(env, number)
+        assert info["airflow_run_id"] == run_id, (number, info)
+        assert git(workspace, "rev-parse", f"{MODEL}-v{number}^{{commit}}") == info["dvc_commit"]
+        aliases.update({alias: number for alias in info["aliases"]})
+    assert (aliases["champion"], aliases["previous"], aliases["challenger"]) == (
+        champion,
+        previous,
+        "4",
+    )
+    assert sorted(git(workspace, "tag", "--list").split()) == [
+        f"{MODEL}-v{n}" for n in ("1", "2", "3", "4")
+    ]
+    assert git(workspace, "status", "--porcelain") == ""
+    in_git = [p for p in git(workspace, "ls-files").split() if p.startswith("model/")]
+    assert in_git == [], f"DVC outputs tracked by git in the workspace: {in_git}"
+
+    # the drift history: the fired night leads to the retraining and its decision
+    ledger = DriftHistory(settings.history_url)
+    try:
+        rows = {n.day: n for n in ledger.nights("flights", dt.date.max, 100)}
+    finally:
+        ledger.dispose()
+    assert sorted(rows) == [FIRING_NIGHT, NEXT_NIGHT]
+    fired, after = rows[FIRING_NIGHT], rows[NEXT_NIGHT]
+    assert (fired.model_version, fired.decision) == ("1", "fired"), fired
+    assert "drift share" in fired.fired_by, fired
+    assert fired.training_run == f"{TRAINING}/{SENSOR_RUN}", fired
+    assert fired.training_decision.startswith(
+        f"version 2 {'promoted' if promoted else 'not promoted'}: "
+    ), fired
+    assert (after.model_version, after.decision) == (champion, "skipped: cool-down"), after
+
+    # the curated store and the quarantine as `driftline status` tells them
+    out = driftline(env, "status")
+    assert f"{NIGHTS} days ({FIRST} .. {LAST})" in out, out
+    assert re.search(rf"{BAD_DAY}: .*\(resolved: the day was loaded later\)", out), out
+    assert re.search(rf"@champion\s+version {champion}:", out), out
+    sys.stderr.write(f"\nthe month through the scheduler: {TIMINGS}\n")
 
 
 def test_the_rest_api_client_refuses_a_bad_conf_and_runs_a_good_one(api, training_run):
