@@ -154,18 +154,20 @@ def corrupt(db: Path, usecase: UseCase, day: dt.date, sql: str) -> None:
 
 
 # The slowest files first (measured: `make test` prints the durations), so that two xdist
-# workers (`make test`, --dist loadfile) do not end with one long file running alone.
+# workers (`make test`, --dist loadfile --no-loadscope-reorder) do not end with one long file
+# running alone.
 SLOWEST_FIRST = (
-    # the month (~3.5 min, one test) ran alone at the end when listed later: it goes first
-    "tests/integration/test_operations_month.py",
-    "tests/integration/test_operator_stack.py",
-    "tests/integration/test_training_dag.py",  # not two stacks starting at the same time
+    "tests/integration/test_operator_stack.py",  # ~11 min alone: the month through the scheduler
     "tests/integration/test_production_mode.py",
+    "tests/integration/test_operations_month.py",
+    "tests/integration/test_training_dag.py",
     "tests/integration/test_monitoring_dag.py",
     "tests/integration/test_replay.py",
     "tests/integration/test_etl_dag.py",
     "tests/integration/test_dependency_faults.py",
     "tests/integration/test_log_masking.py",
+    "tests/unit/test_stack.py",
+    "tests/unit/test_fuzz_batches.py",
 )
 
 
