@@ -153,7 +153,7 @@ def corrupt(db: Path, usecase: UseCase, day: dt.date, sql: str) -> None:
         conn.execute(sql, params)
 
 
-# The slowest files first (measured: `make test` prints the durations), so that two xdist
+# The slowest files first (measured: `make test` prints the durations), so that the xdist
 # workers (`make test`, --dist loadfile --no-loadscope-reorder) do not end with one long file
 # running alone.
 SLOWEST_FIRST = (

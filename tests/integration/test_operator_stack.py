@@ -239,13 +239,15 @@ def test_make_up_prints_urls_and_generated_logins(stack):
 
 def test_every_page_requires_a_login(stack):
     urls = stack["state"]["urls"]
-    assert httpx.get(f"{urls['airflow']}/api/v2/dags").status_code == 401
-    assert httpx.get(f"{urls['airflow']}/driftline/history/flights").status_code == 401
+    # a generous timeout: a busy machine (CI runs test files in parallel) answers slowly
+    web = httpx.Client(timeout=60)
+    assert web.get(f"{urls['airflow']}/api/v2/dags").status_code == 401
+    assert web.get(f"{urls['airflow']}/driftline/history/flights").status_code == 401
     assert (
-        httpx.get(f"{urls['mlflow']}/api/2.0/mlflow/experiments/search?max_results=1").status_code
+        web.get(f"{urls['mlflow']}/api/2.0/mlflow/experiments/search?max_results=1").status_code
         == 401
     )
-    wrong = httpx.post(
+    wrong = web.post(
         f"{urls['airflow']}/auth/token", json={"username": "admin", "password": "admin"}
     )
     assert wrong.status_code == 401
