@@ -59,9 +59,12 @@ def migrated_metadata_db() -> Path:
     """An Airflow metadata DB (SQLite) migrated once per session by `airflow db migrate`
     (one for all xdist workers: they share the run's id); each module's Airflow home starts
     from a copy of it."""
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-    home = Path(tempfile.gettempdir()) / f"driftline-airflow-template-{run_id}"
-    home.mkdir(exist_ok=True)
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id:
+        home = Path(tempfile.gettempdir()) / f"driftline-airflow-template-{run_id}"
+        home.mkdir(exist_ok=True)
+    else:
+        home = Path(tempfile.mkdtemp(prefix="driftline-airflow-template-"))
     with FileLock(home / "migrate.lock"):
         if not (home / "migrated").exists():
             env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
