@@ -87,9 +87,10 @@ down: install ## Stop exactly the processes `make up` started
 
 # Three test files at a time on two cores (pytest-xdist; a file's tests stay together and in
 # order, as its module fixtures need): an integration test also waits for stacks and
-# subprocesses (measured on 2 cores: 2 workers 27.2 min, 4 workers 26.2 min with the cores
-# saturated and a request timing out). --no-loadscope-reorder keeps tests/conftest.py's
-# slowest-first order (xdist would order files by their number of tests).
+# subprocesses (measured on 2 cores, pytest's own time: 2 workers 27.2 min, 3 workers 22.6 min,
+# 4 workers 26.2 min with the cores saturated and a request timing out). --no-loadscope-reorder
+# keeps tests/conftest.py's slowest-first order (xdist would order files by their number of
+# tests).
 TEST_WORKERS ?= 3
 test: install chromium ## Lint, then the whole test suite (unit, DAG integrity, integration, stack)
 	$(BIN)/ruff check .
