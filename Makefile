@@ -37,10 +37,13 @@ RUN_AT = $(BIN)/python -c "import pendulum,sys; print(pendulum.parse(sys.argv[1]
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
+# --compile-bytecode: machines that set PYTHONDONTWRITEBYTECODE (this one does) never cache
+# .pyc files, so without it every process compiles every module it imports from source
+# (measured: `import xgboost` 3.3 s -> 1.1 s, one `driftline train` 37 s -> 11 s).
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
-	$(UV) pip install --python $(BIN)/python -r requirements.txt -c constraints.txt
+	$(UV) pip install --compile-bytecode --python $(BIN)/python -r requirements.txt -c constraints.txt
 	$(UV) pip install --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -94,6 +97,7 @@ down: install ## Stop exactly the processes `make up` started
 TEST_WORKERS ?= 3
 test: install chromium ## Lint, then the whole test suite (unit, DAG integrity, integration, stack)
 	$(BIN)/ruff check .
+	$(BIN)/python -m compileall -q include plugins dags  # see --compile-bytecode above
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
 ui-test: install chromium ## The browser test against the stack `make up` started (screenshots -> docs/)

@@ -42,7 +42,7 @@ QUICK = {"train": (dt.date(2013, 1, 1), dt.date(2013, 1, 3)), "night": dt.date(2
 
 
 def reference_sample(train, model, usecase):
-    """driftline.stages.reference on these training rows (labelled rows sorted by key)."""
+    """driftline.stages.reference_rows on these training rows (labelled rows sorted by key)."""
     from driftline.config import PREDICTION
 
     sample_config = usecase.monitoring.reference

@@ -121,7 +121,7 @@ def drift_phase(usecase, settings, home: Path, first: dt.date, last: dt.date) ->
 
     model = TrainedModel.load(home / MODEL_DIR)
     label = usecase.label.name
-    # the reference a January champion carries (driftline.stages.reference)
+    # the reference a January champion carries (driftline.stages.reference_rows)
     window = etl.read_curated(usecase, settings, first, min(last, dt.date(2013, 1, 31)))
     train = window[window[label].notna()].sort_values(usecase.key, kind="stable")
     train = train.reset_index(drop=True)

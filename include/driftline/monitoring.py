@@ -104,7 +104,7 @@ class DriftReference:
 
 
 def split_reference(frame: pd.DataFrame) -> DriftReference:
-    """The features' and the prediction's reference, from the layout of stages.reference.
+    """The features' and the prediction's reference, from the layout of stages.reference_rows.
 
     A reference made before the holdout's predictions were kept has training rows only, with
     in-sample predictions: still usable for the features, and said to be so for the

@@ -119,24 +119,25 @@ def train(root: Path = Path(".")) -> None:
     log.info("train: %d rows in %.2f s", len(train_rows), time.perf_counter() - began)
 
 
-def reference(root: Path = Path(".")) -> None:
+def reference_rows(
+    model: TrainedModel,
+    train_rows: pd.DataFrame,
+    holdout_rows: pd.DataFrame,
+    wanted: dict[str, Any],
+) -> pd.DataFrame:
     """The data the nightly drift report compares a day against, made once per version.
 
     Features: a bounded, seeded sample of the training rows. Prediction: the model's
     predictions on its holdout. On training rows the model answers what it was fitted to,
     so a night's out-of-sample predictions would read as drift every night.
     """
-    params = read_params(root)
-    model = TrainedModel.load(root / MODEL)
     schema = model.schema
     columns = [schema.key, schema.event_time, *schema.features, schema.label]
-    wanted = params["reference"]
 
     def sample(rows: pd.DataFrame) -> pd.DataFrame:
         taken = rows.sample(n=min(int(wanted["rows"]), len(rows)), random_state=int(wanted["seed"]))
         return taken.sort_index()[columns].reset_index(drop=True)
 
-    train_rows, holdout_rows = pd.read_parquet(root / TRAIN), pd.read_parquet(root / HOLDOUT)
     training = sample(train_rows).assign(
         **{PREDICTION: float("nan"), REFERENCE_PART: TRAINING_PART}
     )
@@ -144,7 +145,6 @@ def reference(root: Path = Path(".")) -> None:
     holdout = holdout.assign(
         **{PREDICTION: model.predict_proba(holdout), REFERENCE_PART: HOLDOUT_PART}
     )
-    storage.write_parquet(pd.concat([training, holdout], ignore_index=True), root / REFERENCE)
     log.info(
         "reference: %d of %d training rows, predictions on %d of %d holdout rows",
         len(training),
@@ -152,12 +152,17 @@ def reference(root: Path = Path(".")) -> None:
         len(holdout),
         len(holdout_rows),
     )
+    return pd.concat([training, holdout], ignore_index=True)
 
 
 def evaluate(root: Path = Path(".")) -> None:
+    """The holdout's metrics and plots, and the version's drift reference: one stage, so the
+    model and the holdout are loaded (and xgboost and scikit-learn imported) once."""
     params = read_params(root)
     model = TrainedModel.load(root / MODEL)
     holdout = pd.read_parquet(root / HOLDOUT)
+    reference = reference_rows(model, pd.read_parquet(root / TRAIN), holdout, params["reference"])
+    storage.write_parquet(reference, root / REFERENCE)
     y_prob = model.predict_proba(holdout)
     y_true = holdout[model.schema.label].astype(int).to_numpy()
     gate = params["evaluation"]
@@ -173,13 +178,17 @@ def evaluate(root: Path = Path(".")) -> None:
         storage.write_json(rows, root / PLOTS / f"{name}.json")
 
 
-STAGES = {"prepare": prepare, "train": train, "reference": reference, "evaluate": evaluate}
+STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate}
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0] not in STAGES:
         raise SystemExit(f"usage: python -m driftline.stages {{{','.join(STAGES)}}}")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if argv[0] == "train":
+        # xgboost imports scikit-learn (~2.4 s) only for its sklearn-style estimators; the
+        # train stage fits a Booster and scores nothing, so it makes that import fail fast
+        sys.modules.setdefault("sklearn", None)
     STAGES[argv[0]]()
 
 

@@ -138,7 +138,7 @@ def test_the_reference_holds_training_features_and_holdout_predictions(usecase, 
     train.to_parquet(tmp_path / stages.TRAIN)
     holdout.to_parquet(tmp_path / stages.HOLDOUT)
     stages.train(tmp_path)
-    stages.reference(tmp_path)
+    stages.evaluate(tmp_path)
     first = pd.read_parquet(tmp_path / stages.REFERENCE)
     part = first[stages.REFERENCE_PART]
     assert list(first.columns[-3:]) == ["is_delayed", "prediction", stages.REFERENCE_PART]
@@ -151,7 +151,7 @@ def test_the_reference_holds_training_features_and_holdout_predictions(usecase, 
     model = TrainedModel.load(tmp_path / stages.MODEL)
     np.testing.assert_allclose(holdout_part["prediction"], model.predict_proba(holdout_part))
     shutil.copyfile(tmp_path / stages.REFERENCE, tmp_path / "first.parquet")
-    stages.reference(tmp_path)
+    stages.evaluate(tmp_path)
     assert (tmp_path / stages.REFERENCE).read_bytes() == (tmp_path / "first.parquet").read_bytes()
 
 
