@@ -385,7 +385,7 @@ def monitor(api: AirflowApi, home: Path, day: dt.date) -> str:
         time.sleep(3)
     (run,) = runs
     tasks = api.task_states(MONITORING, run.dag_run_id)
-    red = [(MONITORING, run.dag_run_id, task) for task, state in tasks.items() if state not in GREEN]
+    red = [(MONITORING, run.dag_run_id, t) for t, state in tasks.items() if state not in GREEN]
     assert str(run.state.value) == "success", f"{tasks}\n{diagnostics(home, red)}"
     return run.dag_run_id
 
