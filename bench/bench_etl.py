@@ -128,6 +128,7 @@ def platform_run(usecase, settings, url: str, range_days: list[dt.date]) -> dict
     from driftline import etl, validation
 
     targets = {
+        "count at the source": (etl, "count_source"),
         "extract": (etl, "extract"),
         "build_batch": (etl, "build_batch"),
         "gate: GX validate": (validation, "validate_batch"),

@@ -24,10 +24,12 @@ DOC = """
 
 Each run covers one **{tz}** day: the run's data interval. It
 
-1. **extract_{table}**: reads the day's `{table}` rows (and the tables joined to them) from the
-   source database with bound parameters;
+1. **extract_{table}**: asks the source how many `{table}` rows the day has (each placed by
+   its time read as an instant) and how many rows have a time that places them in no day,
+   then reads the day's rows (and the tables joined to them) with bound parameters;
 2. **build_batch**: joins and derives the features and the label (`{label}`);
-3. **validate_batch**: runs the Great Expectations suite `{suite}` (expectations/{suite}.json);
+3. **validate_batch**: runs the Great Expectations suite `{suite}` (expectations/{suite}.json)
+   and reconciles: the batch must hold exactly the rows the source counted in the day;
 4. **load_partition**: writes the day's Parquet partition atomically into
    `{curated}` and emits the asset `{asset}`.
 
@@ -42,19 +44,26 @@ A rerun of a day replaces its partition; it never adds rows.
   and the previous partition (if any) is untouched. Fix the source (or the suite, if the data
   is right and the rule is wrong), then clear the **whole run** (*Clear Run*, not only the
   failed task): clearing validate_batch alone validates the same extracted rows again.
-- *extract_{table}* failed: the source database is down or unreadable (the message names it);
-  the task retried with back-off. Clear it once the database is back.
+- *extract_{table}* failed at once (no retry): the day was refused at the source and
+  quarantined in `{quarantine}/<day>/` (more rows than `max_rows`, rows whose time places them
+  in no day, or a time that cannot be read: the rows are kept as they arrived), or the source
+  is broken (a missing table or column, a corrupt file, refused credentials). The message says
+  what to fix; then clear the whole run.
+- *extract_{table}* failed after retries: the source database was down, timed out or locked
+  (the message names it); the task retried with back-off. Clear the run once it is back.
 """
 
 
 @contextmanager
 def fail_without_retry_when_rejected() -> Iterator[None]:
-    """A quarantined batch fails its task at once: retrying the same rows cannot help."""
+    """A quarantined batch, or a source that is broken (not just unreachable), fails its task
+    at once: retrying cannot help. An unreachable or locked source is retried with back-off."""
+    from driftline.etl import SourceBrokenError
     from driftline.validation import BatchRejectedError
 
     try:
         yield
-    except BatchRejectedError as exc:
+    except (BatchRejectedError, SourceBrokenError) as exc:
         raise AirflowFailException(str(exc)) from exc
 
 
@@ -93,7 +102,8 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
             from driftline import etl
 
             window = etl.BatchWindow.from_interval(data_interval_start, data_interval_end, usecase)
-            return etl.extract_to_staging(usecase, settings, window, run_id)
+            with fail_without_retry_when_rejected():
+                return etl.extract_to_staging(usecase, settings, window, run_id)
 
         @task
         def build_batch(extracted: dict) -> dict:

@@ -128,7 +128,12 @@ def etl(
 
 
 @main.command()
-@click.option("--day", type=DATE, help="Extract and build this day from the source, then validate.")
+@click.option(
+    "--day",
+    type=DATE,
+    help="Extract and build this day from the source, then validate (with --file: the day the "
+    "file holds; by default read from its folder's name).",
+)
 @click.option(
     "--file",
     "path",
@@ -138,34 +143,64 @@ def etl(
 @click.option("--db", "url", help="Source SQLAlchemy URL (with --day).")
 @pass_context
 def validate(ctx: _Context, day: dt.datetime | None, path: Path | None, url: str | None) -> None:
-    """Run the expectation suite on a batch without loading anything; exit 1 if it fails."""
+    """Run the expectation suite on a batch without loading anything; exit 1 if it fails.
+
+    With --day it judges what the ETL would: the source's counts, the day's rows placed by
+    their instants, the built batch in its stored form, and the reconciliation.
+    """
     import pandas as pd
 
-    from driftline.etl import BatchWindow, extract, transform
-    from driftline.validation import validate_batch
+    from driftline import etl
+    from driftline.validation import RECONCILIATION, reconcile, validate_batch
 
-    if (day is None) == (path is None):
-        raise click.UsageError("give exactly one of --day or --file")
     usecase = ctx.usecase
     if path is not None:
+        the_day = day.date() if day is not None else _day_of(path)
         batch = pd.read_parquet(path)
-    else:
-        window = BatchWindow.for_day(day.date(), usecase)
+        outcome = validate_batch(batch, usecase, ctx.settings, the_day)
+    elif day is not None:
+        the_day = day.date()
+        window = etl.BatchWindow.for_day(the_day, usecase)
         source_url = url or ctx.settings.source_url(usecase)
-        batch = transform(usecase, extract(usecase, source_url, window))
-    outcome = validate_batch(batch, usecase, ctx.settings)
+        counts = etl.count_source(usecase, source_url, window)
+        click.echo(
+            f"source: {counts.day_rows} rows in the day, {counts.unplaced_rows} rows in no day"
+        )
+        try:
+            batch = etl.transform(usecase, etl.extract(usecase, source_url, window))
+        except (etl.UnplacedRowsError, etl.TransformError) as exc:
+            click.echo(f"  FAILED {exc}")
+            sys.exit(1)
+        outcome = reconcile(
+            validate_batch(batch, usecase, ctx.settings, the_day), len(batch), counts.as_dict()
+        )
+    else:
+        raise click.UsageError("give --day, or --file (with --day if its folder is not a day)")
+    failed = [f for f in outcome.failures if f.expectation != RECONCILIATION]
     click.echo(
         f"{len(batch)} rows, suite {outcome.suite!r}: "
-        f"{outcome.evaluated - len(outcome.failures)} of {outcome.evaluated} passed"
+        f"{outcome.evaluated - len(failed)} of {outcome.evaluated} passed"
     )
     for failure in outcome.failures:
         click.echo(f"  FAILED {failure.describe()}")
     sys.exit(0 if outcome.success else 1)
 
 
+def _day_of(path: Path) -> dt.date:
+    """The day a batch file holds, from its folders (quarantine/<usecase>/YYYY-MM-DD/...,
+    curated/<usecase>/date=YYYY-MM-DD/...)."""
+    for folder in path.resolve().parents:
+        try:
+            return dt.date.fromisoformat(folder.name.removeprefix("date="))
+        except ValueError:
+            continue
+    raise click.UsageError(f"{path}: no day in its folders; give --day")
+
+
 @main.command()
+@click.option("--days", is_flag=True, help="Also list each loaded day's reconciliation.")
 @pass_context
-def status(ctx: _Context) -> None:
+def status(ctx: _Context, days: bool) -> None:
     """Where every output of the use-case is, and what is in it."""
 
     from driftline.etl import list_partitions, masked_url
@@ -180,6 +215,7 @@ def status(ctx: _Context) -> None:
             f"  curated store      {settings.curated_dir(usecase.name)}: {len(partitions)} "
             f"days ({partitions[0][0]} .. {partitions[-1][0]}), {rows:,} rows"
         )
+        _reconciliation_status(partitions, days)
     else:
         click.echo(f"  curated store      {settings.curated_dir(usecase.name)}: empty")
     validations = settings.validation_result_path(usecase.name, dt.date.min).parent
@@ -545,6 +581,44 @@ def stack_restart(ctx: _Context, service: str, timeout: int) -> None:
 
     operator_stack.restart(ctx.settings, service, timeout=timeout)
     click.echo(f"restarted: {service}")
+
+
+def _reconciliation_status(partitions: list[tuple[dt.date, Path, int]], each_day: bool) -> None:
+    """How many loaded days hold exactly the rows the source counted in them; the days that
+    do not (or were loaded before the count existed) by name; with `each_day`, every day."""
+    from driftline.storage import read_parquet_metadata
+
+    counted = {day: read_parquet_metadata(p).get("reconciliation") for day, p, _ in partitions}
+    agree = [day for day, counts in counted.items() if counts and counts.get("agrees")]
+    uncounted = [day for day, counts in counted.items() if not counts]
+    click.echo(
+        f"  reconciliation     {len(agree)} of {len(partitions)} days hold exactly the rows the "
+        "source counts in them"
+    )
+    if uncounted:
+        click.echo(
+            f"    not counted (loaded before reconciliation; rerun to count): "
+            f"{_day_ranges(uncounted)}"
+        )
+    if not each_day:
+        return
+    for day, _, rows in partitions:
+        counts = counted[day] or {}
+        click.echo(
+            f"    {day}  loaded {rows:>7,}  source {counts.get('source_rows', '-'):>7}  "
+            f"in no day {counts.get('unplaced_rows', '-'):>4}"
+        )
+
+
+def _day_ranges(days: list[dt.date]) -> str:
+    """`2013-01-01..2013-01-05, 2013-01-09`: consecutive days folded into ranges."""
+    spans: list[list[dt.date]] = []
+    for day in sorted(days):
+        if spans and (day - spans[-1][1]).days == 1:
+            spans[-1][1] = day
+        else:
+            spans.append([day, day])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in spans)
 
 
 def _quarantine_summary(folder: Path, loaded: dict[dt.date, Path]) -> str:

@@ -183,6 +183,9 @@ class SourceConfig(_Strict):
     batch_table: str
     time_column: str
     queries: dict[str, str]
+    # Rows of the batch table whose time is NULL or unreadable belong to no day; while there
+    # are more than this many, no day loads (each night's count is in its validation result).
+    max_unplaced_rows: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _batch_query_is_bound(self) -> SourceConfig:
@@ -209,9 +212,27 @@ class FeatureConfig(_Strict):
         return [*self.categorical, *self.numerical]
 
 
+class ValidationException(_Strict):
+    """A reviewed exception for one day whose source is known to differ."""
+
+    reason: str = Field(min_length=1)
+    parameters: dict[str, float | int | str]
+
+
 class ValidationConfig(_Strict):
     suite: str
     parameters: dict[str, float | int | str] = Field(default_factory=dict)
+    # Days whose source is known to differ: their parameters override `parameters`, and the
+    # reason is written into the day's validation result.
+    exceptions: dict[dt.date, ValidationException] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exceptions_override_known_parameters(self) -> ValidationConfig:
+        for day, exception in self.exceptions.items():
+            unknown = sorted(set(exception.parameters) - set(self.parameters))
+            if unknown:
+                raise ValueError(f"exceptions.{day} overrides unknown parameters {unknown}")
+        return self
 
 
 class GateConfig(_Strict):
@@ -336,6 +357,12 @@ class UseCase(_Strict):
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def day_bounds(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        """The use-case's local `day` as UTC instants: start inclusive, end exclusive."""
+        start = dt.datetime.combine(day, dt.time(), tzinfo=self.tz)
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=self.tz)
+        return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
 
     @property
     def curated_columns(self) -> list[str]:

@@ -33,7 +33,34 @@ PARTITION_FILE = "part-0.parquet"
 
 
 class SourceUnavailableError(RuntimeError):
-    """The source database cannot be reached or read; the message names it (no password)."""
+    """The source database cannot be reached or read now (retried: it may come back); the
+    message names it (no password)."""
+
+
+class SourceBrokenError(SourceUnavailableError):
+    """The source cannot be read until someone fixes it (a missing table or column, a corrupt
+    or foreign file, refused credentials): failed at once, never retried."""
+
+
+# Driver messages (SQLite, PostgreSQL) that no retry heals; anything else (refused, timed out,
+# locked, a dropped connection) may be transient.
+_PERMANENT_SOURCE_ERRORS = (
+    "no such table",
+    "no such column",
+    "malformed",
+    "not a database",
+    "does not exist",
+    "password authentication failed",
+    "permission denied",
+    "syntax error",
+    "unable to open database file",
+)
+
+# SQLite has no timestamp type: a time is text, and the queries' `>= :start` compares text, so
+# '2013-03-05T23:00' sorts after every '2013-03-05 ...' and an offset is ignored. The queries
+# are bound with the day widened by this margin (wider than any UTC offset), then each row is
+# placed by its parsed instant.
+TEXT_TIME_MARGIN = dt.timedelta(days=1)
 
 
 class TransformError(RuntimeError):
@@ -50,9 +77,7 @@ class BatchWindow:
 
     @classmethod
     def for_day(cls, day: dt.date, usecase: UseCase) -> BatchWindow:
-        start = dt.datetime.combine(day, dt.time(), tzinfo=usecase.tz)
-        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=usecase.tz)
-        return cls(day, start.astimezone(dt.UTC), end.astimezone(dt.UTC))
+        return cls(day, *usecase.day_bounds(day))
 
     @classmethod
     def from_interval(cls, start: dt.datetime, end: dt.datetime, usecase: UseCase) -> BatchWindow:
@@ -74,6 +99,33 @@ class BatchWindow:
             "start": self.start.replace(tzinfo=None),
             "end": self.end.replace(tzinfo=None),
         }
+
+    def bounds_for(self, backend: str) -> dict[str, dt.datetime]:
+        """The :start/:end the queries are bound with: the day itself, or on SQLite the day
+        widened by TEXT_TIME_MARGIN (rows are then placed by their parsed instants)."""
+        margin = TEXT_TIME_MARGIN if backend == "sqlite" else dt.timedelta(0)
+        day = self.query_params
+        return {"start": day["start"] - margin, "end": day["end"] + margin}
+
+
+@dataclass(frozen=True)
+class SourceCounts:
+    """What the source says of a day before anything is extracted: the reconciliation's
+    other side."""
+
+    day_rows: int  # rows of the batch query whose time, read as an instant, is in the day
+    unplaced_rows: int  # rows of the batch table whose time is NULL or unreadable: in no day
+
+    def as_dict(self) -> dict[str, int]:
+        return {"source_rows": self.day_rows, "unplaced_rows": self.unplaced_rows}
+
+
+class UnplacedRowsError(Exception):
+    """Rows whose time cannot be read: they belong to no day. Carries them as they arrived."""
+
+    def __init__(self, message: str, rows: pd.DataFrame):
+        self.rows = rows
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -117,7 +169,7 @@ def source_engine(url: str) -> sa.Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not Path(parsed.database).exists():
-            raise SourceUnavailableError(
+            raise SourceBrokenError(
                 f"source database {masked_url(url)} does not exist (run `driftline seed`)"
             )
         return sa.create_engine(url)
@@ -125,29 +177,140 @@ def source_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
-def extract(usecase: UseCase, source_url: str, window: BatchWindow) -> dict[str, pd.DataFrame]:
-    """Run every configured query with the window's bounds as bound parameters."""
-    bounds = sa.bindparam("start", type_=sa.DateTime()), sa.bindparam("end", type_=sa.DateTime())
+def _source_error(exc: sa.exc.DBAPIError, source_url: str) -> SourceUnavailableError:
+    """A driver error as what it means for the run: retry later, or fix the source first."""
+    reason = str(exc.orig).strip()
+    if any(marker in reason.lower() for marker in _PERMANENT_SOURCE_ERRORS):
+        return SourceBrokenError(
+            f"source database {masked_url(source_url)} cannot be read: {reason}. Retrying "
+            "will not help: fix the source database, its URL or credentials, or the use-case's "
+            "queries, then rerun the day"
+        )
+    return SourceUnavailableError(
+        f"source database {masked_url(source_url)} could not be read: {reason}"
+    )
+
+
+def _bound(query: str, bounds: dict[str, dt.datetime]) -> tuple[sa.TextClause, dict]:
+    """`query` with those of `bounds` it names bound as timestamps (never formatted in)."""
+    statement = sa.text(query)
+    binds = {k: v for k, v in bounds.items() if f":{k}" in query}
+    if binds:
+        statement = statement.bindparams(*(sa.bindparam(k, type_=sa.DateTime()) for k in binds))
+    return statement, binds
+
+
+def _instant(value: sa.ColumnElement, backend: str) -> sa.ColumnElement:
+    """A time as the database compares instants: julianday() on SQLite, where times are text."""
+    return sa.func.julianday(value) if backend == "sqlite" else value
+
+
+def _unplaced(column: sa.ColumnElement, backend: str) -> sa.ColumnElement:
+    """Times that place a row in no day: NULL, and on SQLite anything not readable text."""
+    if backend != "sqlite":
+        return column.is_(None)
+    not_text = sa.func.typeof(column) != "text"
+    return column.is_(None) | not_text | _instant(column, backend).is_(None)
+
+
+def count_source(usecase: UseCase, source_url: str, window: BatchWindow) -> SourceCounts:
+    """Ask the source, before extracting, how many rows the day has (the batch query, each row
+    placed by its time read as an instant) and how many rows of the batch table have a time
+    that places them in no day."""
     engine = source_engine(source_url)
+    backend = engine.dialect.name
+    source = usecase.source
+    query, binds = _bound(source.queries[source.batch_table].strip().rstrip(";"),
+                          window.bounds_for(backend))
+    rows = query.columns(sa.column(source.time_column)).subquery("q")
+    when = _instant(rows.c[source.time_column], backend)
+    day = window.query_params
+    in_day = sa.select(sa.func.count()).select_from(rows).where(
+        when >= _instant(sa.bindparam("day_start", day["start"], type_=sa.DateTime()), backend),
+        when < _instant(sa.bindparam("day_end", day["end"], type_=sa.DateTime()), backend),
+    )
+    table = sa.table(source.batch_table, sa.column(source.time_column))
+    in_no_day = (
+        sa.select(sa.func.count()).select_from(table)
+        .where(_unplaced(table.c[source.time_column], backend))
+    )
+    try:
+        with engine.connect() as conn:
+            day_rows = conn.execute(in_day, binds).scalar_one()
+            unplaced_rows = conn.execute(in_no_day).scalar_one()
+    except sa.exc.DBAPIError as exc:
+        raise _source_error(exc, source_url) from exc
+    finally:
+        engine.dispose()
+    return SourceCounts(int(day_rows), int(unplaced_rows))
+
+
+def unplaced_rows(usecase: UseCase, source_url: str, limit: int = 1000) -> pd.DataFrame:
+    """Up to `limit` rows of the batch table that no day can hold, as the source has them."""
+    engine = source_engine(source_url)
+    table = sa.table(usecase.source.batch_table, sa.column(usecase.source.time_column))
+    query = (
+        sa.select(sa.text("*")).select_from(table)
+        .where(_unplaced(table.c[usecase.source.time_column], engine.dialect.name))
+        .limit(limit)
+    )
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql(query, conn)
+    except sa.exc.DBAPIError as exc:
+        raise _source_error(exc, source_url) from exc
+    finally:
+        engine.dispose()
+
+
+# An explicit UTC offset at the end of an ISO 8601 time: 'Z', '+01:00', '-0500', '+01'.
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+
+
+def parse_instants(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Each value read on its own as an ISO 8601 instant (a space or 'T'; with an offset, or
+    naive meaning UTC), never by the format of the first row; and the mask of the non-null
+    values that could not be read.
+
+    Naive and offset values are parsed apart: given both, pandas applies the first value's
+    offset to the naive ones.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
+        parsed = pd.to_datetime(values, utc=True)
+        return parsed, parsed.isna() & values.notna()
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    text = values.map(lambda v: v.strip() if isinstance(v, str) else None)
+    with_offset = text.map(lambda v: v is not None and bool(_OFFSET.search(v)))
+    for part in (with_offset, text.notna() & ~with_offset):
+        if part.any():
+            parsed[part] = pd.to_datetime(
+                text[part], utc=True, format="ISO8601", errors="coerce"
+            )
+    dates = values.map(lambda v: isinstance(v, dt.datetime))  # a driver's own timestamps
+    if dates.any():
+        parsed[dates] = pd.to_datetime(values[dates], utc=True)
+    return parsed, parsed.isna() & values.notna()
+
+
+def extract(usecase: UseCase, source_url: str, window: BatchWindow) -> dict[str, pd.DataFrame]:
+    """Run every configured query with the window's bounds as bound parameters; return the
+    day's rows of the batch table and the other tables, time columns as UTC instants.
+
+    Raises UnplacedRowsError, with the rows as they arrived, when a time cannot be read.
+    """
+    engine = source_engine(source_url)
+    bounds = window.bounds_for(engine.dialect.name)
     tables: dict[str, pd.DataFrame] = {}
     try:
         with engine.connect() as conn:
             for name, query in usecase.source.queries.items():
-                statement = sa.text(query)
-                binds = {k: v for k, v in window.query_params.items() if f":{k}" in query}
-                if binds:
-                    statement = statement.bindparams(*(b for b in bounds if b.key in binds))
+                statement, binds = _bound(query, bounds)
                 tables[name] = pd.read_sql(statement, conn, params=binds)
     except sa.exc.DBAPIError as exc:
-        raise SourceUnavailableError(
-            f"source database {masked_url(source_url)} could not be read: {exc.orig}"
-        ) from exc
+        raise _source_error(exc, source_url) from exc
     finally:
         engine.dispose()
-    time_column = usecase.source.time_column
-    for frame in tables.values():
-        if time_column in frame.columns:
-            frame[time_column] = pd.to_datetime(frame[time_column], utc=True, errors="coerce")
+    tables = _placed(usecase, window, tables)
     log.info(
         "%s %s: extracted %s from %s",
         usecase.name,
@@ -156,6 +319,112 @@ def extract(usecase: UseCase, source_url: str, window: BatchWindow) -> dict[str,
         masked_url(source_url),
     )
     return tables
+
+
+def _placed(
+    usecase: UseCase, window: BatchWindow, tables: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """Time columns parsed value by value; the batch table cut to the day's instants."""
+    time_column = usecase.source.time_column
+    placed = {}
+    for name, frame in tables.items():
+        if time_column not in frame.columns:
+            placed[name] = frame
+            continue
+        parsed, unreadable = parse_instants(frame[time_column])
+        if unreadable.any():
+            bad = frame[unreadable]
+            shown = ", ".join(repr(v) for v in bad[time_column].drop_duplicates().head(5))
+            raise UnplacedRowsError(
+                f"{name}.{time_column}: {len(bad)} of {len(frame)} extracted rows have a time "
+                f"that is not an ISO 8601 instant, e.g. [{shown}]",
+                bad,
+            )
+        frame = frame.assign(**{time_column: parsed})
+        if name == usecase.source.batch_table:
+            in_day = (parsed >= window.start) & (parsed < window.end)
+            frame = frame[in_day.to_numpy()].reset_index(drop=True)
+        placed[name] = frame
+    return placed
+
+
+def extract_day(
+    usecase: UseCase, settings: Settings, source_url: str, window: BatchWindow
+) -> tuple[dict[str, pd.DataFrame], SourceCounts]:
+    """What the ETL extracts (the CLI and the DAG): the source's counts first, then the rows.
+
+    A day the counts already refuse (more rows than the suite's `max_rows`, or rows of the
+    table that no day can hold) is quarantined before a row of it is read, in seconds and
+    bounded memory; so is a day with a time that cannot be read, with the rows as they came.
+    """
+    counts = count_source(usecase, source_url, window)
+    refusals = []
+    max_rows = usecase.validation.parameters.get("max_rows")
+    if max_rows is not None and counts.day_rows > int(max_rows):
+        refusals.append(
+            _refusal(
+                "source_row_count",
+                usecase.source.batch_table,
+                f"the source has {counts.day_rows:,} rows in the day, more than max_rows "
+                f"{int(max_rows):,}: refused before extracting them",
+            )
+        )
+    unplaced = pd.DataFrame()
+    if counts.unplaced_rows > usecase.source.max_unplaced_rows:
+        unplaced = unplaced_rows(usecase, source_url)
+        examples = unplaced[usecase.source.time_column].drop_duplicates().head(5)
+        shown = ", ".join(repr(v) for v in examples)
+        refusals.append(
+            _refusal(
+                "placeable_time",
+                usecase.source.time_column,
+                f"{counts.unplaced_rows} rows of {usecase.source.batch_table} have a "
+                f"{usecase.source.time_column} that places them in no day (NULL, not text, or "
+                f"unreadable), e.g. [{shown}]; more than source.max_unplaced_rows "
+                f"({usecase.source.max_unplaced_rows}). They may belong to this day",
+            )
+        )
+    if refusals:
+        _refuse(usecase, settings, window.day, counts, refusals, unplaced)
+    try:
+        tables = extract(usecase, source_url, window)
+    except UnplacedRowsError as exc:
+        refusal = _refusal("readable_time", usecase.source.time_column, str(exc))
+        _refuse(usecase, settings, window.day, counts, [refusal], exc.rows)
+    return tables, counts
+
+
+def _refusal(check: str, column: str | None, observed: str) -> dict[str, Any]:
+    return {"expectation": check, "column": column, "observed": observed}
+
+
+def _refuse(
+    usecase: UseCase,
+    settings: Settings,
+    day: dt.date,
+    counts: SourceCounts,
+    refusals: list[dict[str, Any]],
+    rows: pd.DataFrame,
+) -> None:
+    """Quarantine a day refused at the source (with the offending rows as they arrived) and
+    raise: nothing was loaded."""
+    record = {
+        "usecase": usecase.name,
+        "day": day.isoformat(),
+        "rows": len(rows),
+        "stage": "source",
+        "success": False,
+        "failures": refusals,
+        "reconciliation": {**counts.as_dict(), "loaded_rows": None, "agrees": False},
+    }
+    storage.write_json(record, settings.validation_result_path(usecase.name, day))
+    folder = quarantine_batch(rows, record, usecase, settings, day)
+    lines = "\n".join(f"  - {r['expectation']}: {r['observed']}" for r in refusals)
+    raise BatchRejectedError(
+        f"{usecase.name} {day} refused at the source; nothing was loaded.\n{lines}\n"
+        f"Quarantined in {folder}",
+        folder,
+    )
 
 
 def transform(usecase: UseCase, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -242,6 +511,7 @@ def load_partition(
             "suite": validation["suite"],
             "evaluated_expectations": validation["evaluated_expectations"],
             "batch_sha256": batch_sha256,
+            "reconciliation": validation.get("reconciliation"),
         },
     )
     log.info(
@@ -261,9 +531,10 @@ def run_day(
 ) -> LoadResult:
     """The whole nightly ETL of one day in-process (the CLI's path; the DAG runs it in steps)."""
     window = BatchWindow.for_day(day, usecase)
-    tables = extract(usecase, source_url or settings.source_url(usecase), window)
+    source_url = source_url or settings.source_url(usecase)
+    tables, counts = extract_day(usecase, settings, source_url, window)
     batch = build_batch(usecase, settings, day, tables)
-    outcome = gate_batch(batch, usecase, settings, day)
+    outcome = gate_batch(batch, usecase, settings, day, counts.as_dict())
     # the hash the DAG's staged batch file would have: both paths write identical partitions
     digest = storage.parquet_sha256(batch)
     return load_partition(batch, usecase, settings, day, outcome.summary(), batch_sha256=digest)
@@ -330,14 +601,19 @@ def run_days(
 
 
 def extract_to_staging(usecase: UseCase, settings: Settings, window: BatchWindow, run: str) -> dict:
-    tables = extract(usecase, settings.source_url(usecase), window)
+    tables, counts = extract_day(usecase, settings, settings.source_url(usecase), window)
     folder = settings.staging_dir(usecase.name, window.day, run)
     paths = {
         name: str(storage.write_parquet(frame, folder / f"raw_{name}.parquet"))
         for name, frame in tables.items()
     }
     rows = len(tables[usecase.source.batch_table])
-    return {"day": window.day.isoformat(), "tables": paths, "rows": rows}
+    return {
+        "day": window.day.isoformat(),
+        "tables": paths,
+        "rows": rows,
+        "source": counts.as_dict(),
+    }
 
 
 def transform_staged(usecase: UseCase, settings: Settings, extracted: dict) -> dict:
@@ -346,14 +622,19 @@ def transform_staged(usecase: UseCase, settings: Settings, extracted: dict) -> d
     batch = build_batch(usecase, settings, day, tables)
     folder = Path(next(iter(extracted["tables"].values()))).parent
     path = storage.write_parquet(batch, folder / "batch.parquet")
-    return {"day": day.isoformat(), "batch": str(path), "rows": len(batch)}
+    return {
+        "day": day.isoformat(),
+        "batch": str(path),
+        "rows": len(batch),
+        "source": extracted.get("source"),
+    }
 
 
 def validate_staged(usecase: UseCase, settings: Settings, built: dict) -> dict:
     """Gate the staged batch; the summary it returns pins the batch file by its hash."""
     day = dt.date.fromisoformat(built["day"])
     digest, batch = _read_pinned(Path(built["batch"]))
-    outcome = gate_batch(batch, usecase, settings, day)
+    outcome = gate_batch(batch, usecase, settings, day, built.get("source"))
     return {**built, "validation": outcome.summary(), "batch_sha256": digest}
 
 

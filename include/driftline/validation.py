@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import html
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 # GX result formats: verdicts only (every batch), then the details (a failing batch only)
 VERDICTS_ONLY, DETAILED = "BOOLEAN_ONLY", "SUMMARY"
+RECONCILIATION = "reconciliation"  # the failure's name when batch and source counts differ
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class ValidationOutcome:
     evaluated: int
     failures: list[FailedExpectation]
     result: dict[str, Any] = field(repr=False)
+    # source_rows, unplaced_rows, loaded_rows, agrees: see `reconcile` (None: not reconciled)
+    reconciliation: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,7 @@ class ValidationOutcome:
             "success": self.success,
             "evaluated_expectations": self.evaluated,
             "failures": [asdict(f) for f in self.failures],
+            "reconciliation": self.reconciliation,
         }
 
 
@@ -88,15 +93,34 @@ def _suite_text(usecase: UseCase, settings: Settings) -> str:
     return path.read_text()
 
 
-def validate_batch(batch: pd.DataFrame, usecase: UseCase, settings: Settings) -> ValidationOutcome:
-    """Run the use-case's suite on `batch`: verdicts only first, the details only on failure.
+def suite_parameters(usecase: UseCase, day: dt.date) -> dict[str, Any]:
+    """The values of the suite's $PARAMETERs: the config's, and the day's bounds as UTC
+    instants (`day_start` inclusive, `day_end` exclusive: every row's time must be inside)."""
+    start, end = usecase.day_bounds(day)
+    exception = usecase.validation.exceptions.get(day)
+    return {
+        **usecase.validation.parameters,
+        **(exception.parameters if exception else {}),
+        "day_start": start.isoformat(),
+        "day_end": end.isoformat(),
+    }
 
-    A passing batch (nearly every day) costs GX's cheapest result format; a failing one is
+
+def validate_batch(
+    batch: pd.DataFrame, usecase: UseCase, settings: Settings, day: dt.date
+) -> ValidationOutcome:
+    """Run the use-case's suite on `batch` as the day's Parquet file will hold it: verdicts
+    only first, the details only on failure.
+
+    The batch is judged in its stored form (storage.to_arrow writes a column of mixed types as
+    text), so the ETL, `driftline validate --day` and a stored file get the same verdict. A
+    passing batch (nearly every day) costs GX's cheapest result format; a failing one is
     validated again with GX's default (SUMMARY) format, whose unexpected counts and values the
     error message and the quarantine show.
     """
+    batch = storage.to_arrow(batch).to_pandas()
     suite = _suite(_suite_text(usecase, settings))
-    parameters = dict(usecase.validation.parameters)
+    parameters = suite_parameters(usecase, day)
     result = _run_suite(batch, usecase.name, suite, parameters, VERDICTS_ONLY)
     if not result["success"]:
         result = _run_suite(batch, usecase.name, suite, parameters, DETAILED)
@@ -150,21 +174,50 @@ def _suite(suite_json: str):  # noqa: ANN202 - a GX ExpectationSuite
     return _import_gx().ExpectationSuite(**json.loads(suite_json))
 
 
-def gate_batch(
-    batch: pd.DataFrame, usecase: UseCase, settings: Settings, day: dt.date
-) -> ValidationOutcome:
-    """Validate; record the result; on failure quarantine the batch and raise.
+def _exception(usecase: UseCase, day: dt.date) -> dict[str, Any] | None:
+    """The config's reviewed exception for the day, as its validation result records it."""
+    exception = usecase.validation.exceptions.get(day)
+    return exception.model_dump() if exception else None
 
-    What is judged is the batch as its Parquet file will hold it (storage.to_arrow writes a
-    column of mixed types as text), so a value the suite would only refuse once stored cannot
-    pass in memory: the in-process path gates what it loads, as the DAG's staged path does.
-    """
-    outcome = validate_batch(storage.to_arrow(batch).to_pandas(), usecase, settings)
+
+def reconcile(outcome: ValidationOutcome, rows: int, source: dict[str, int]) -> ValidationOutcome:
+    """The suite's outcome with the reconciliation: the batch must hold exactly the rows the
+    source counts in the day (`source_rows`), or the day fails with both counts named."""
+    agrees = rows == source["source_rows"]
+    outcome = replace(
+        outcome, reconciliation={**source, "loaded_rows": rows, "agrees": agrees}
+    )
+    if agrees:
+        return outcome
+    lost = FailedExpectation(
+        expectation=RECONCILIATION,
+        column=None,
+        observed=(
+            f"{rows} rows built, but the source has {source['source_rows']} rows in the day "
+            "(its times read as instants)"
+        ),
+    )
+    return replace(outcome, success=False, failures=[*outcome.failures, lost])
+
+
+def gate_batch(
+    batch: pd.DataFrame,
+    usecase: UseCase,
+    settings: Settings,
+    day: dt.date,
+    source: dict[str, int] | None = None,
+) -> ValidationOutcome:
+    """Validate and reconcile with the source's counts (`SourceCounts.as_dict()`); record the
+    result; on failure quarantine the batch and raise."""
+    outcome = validate_batch(batch, usecase, settings, day)
+    if source is not None:
+        outcome = reconcile(outcome, len(batch), source)
     record = {
         "usecase": usecase.name,
         "day": day.isoformat(),
         "rows": len(batch),
         **outcome.summary(),
+        "exception": _exception(usecase, day),
         "result": outcome.result,
     }
     result_path = settings.validation_result_path(usecase.name, day)
@@ -223,8 +276,24 @@ def data_docs_page(result: dict[str, Any]) -> str:
     plain = json.loads(json.dumps(result, default=str))
     for entry in plain["results"]:
         _fill_verdict_only(entry)
+        # GX writes observed values into the page as they are: a `<script>` in a source value
+        # would run in whoever opens the file
+        for part in ("result", "exception_info"):
+            if entry.get(part):
+                entry[part] = _escaped(entry[part])
     loaded = ExpectationSuiteValidationResultSchema().load(plain)
     return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(loaded))
+
+
+def _escaped(value: Any) -> Any:
+    """`value` with every string in it HTML-escaped (dict keys too: value counts use them)."""
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    return value
 
 
 def _fill_verdict_only(entry: dict[str, Any]) -> None:
@@ -281,7 +350,9 @@ def _observed(result: dict[str, Any], kwargs: dict[str, Any]) -> str:
             f"unexpected, e.g. [{shown}]{expected}"
         )
     if "observed_value" in details:
-        return f"observed {_clipped(repr(details['observed_value']))}{expected}"
+        observed = details["observed_value"]
+        observed = observed.item() if hasattr(observed, "item") else observed  # numpy scalar
+        return f"observed {_clipped(repr(observed))}{expected}"
     return f"failed{expected}"
 
 

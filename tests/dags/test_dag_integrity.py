@@ -110,3 +110,24 @@ def test_training_dag_is_manual_one_at_a_time_with_a_params_schema(dagbag):
         "check_request", "snapshot_window", "run_dvc_pipeline", "register_model",
         "gate_challenger",
     ]
+
+
+def test_the_etl_fails_at_once_only_what_no_retry_can_heal(monkeypatch):
+    """A broken source (a missing table, a corrupt file) or a refused day fails the task
+    without retries; an unreachable or locked source is retried with back-off."""
+    import importlib
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from driftline import etl
+
+    monkeypatch.syspath_prepend(str(REPO / "dags"))
+    etl_dag_file = importlib.import_module("etl")
+    for permanent in (etl.SourceBrokenError("no such table: weather"),
+                      etl.BatchRejectedError("refused at the source", Path("/q"))):
+        with pytest.raises(AirflowFailException):
+            with etl_dag_file.fail_without_retry_when_rejected():
+                raise permanent
+    with pytest.raises(etl.SourceUnavailableError):
+        with etl_dag_file.fail_without_retry_when_rejected():
+            raise etl.SourceUnavailableError("database is locked")

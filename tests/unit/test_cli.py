@@ -31,6 +31,9 @@ def test_etl_over_a_range_loads_each_day(cli, seeded_source, settings):
     status = cli("status")
     assert "2 days (2013-01-01 .. 2013-01-02), 1,785 rows" in status.output
     assert "quarantine         0 batches" in status.output
+    assert "2 of 2 days hold exactly the rows the source counts in them" in status.output
+    per_day = cli("status", "--days").output
+    assert "2013-01-01  loaded     842  source     842  in no day    0" in per_day
 
 
 def test_etl_goes_on_past_a_broken_day_and_exits_1_naming_it(cli, source_copy, usecase):
@@ -92,7 +95,9 @@ def test_validate_a_day_and_a_quarantined_file(cli, source_copy, usecase, settin
 
     url = sqlite_url(source_copy)
     good = cli("validate", "--day", "2013-01-01", "--db", url)
-    assert good.exit_code == 0 and "842 rows, suite 'flights_batch': 64 of 64 passed" in good.output
+    assert good.exit_code == 0, good.output
+    assert "source: 842 rows in the day, 0 rows in no day" in good.output
+    assert "842 rows, suite 'flights_batch': 79 of 79 passed" in good.output
     corrupt(source_copy, usecase, dt.date(2013, 1, 1),
             "UPDATE flights SET origin = 'ZZZ' WHERE time_hour >= :start AND time_hour < :end")
     cli("etl", "--start", "2013-01-01", "--end", "2013-01-01", "--db", url)

@@ -7,7 +7,8 @@ long strings in the text columns, duplicated flights, missing columns, an empty 
 rows in the tables joined onto the flights. Every example then goes through the ETL's own path,
 drawn at random: the in-process one (`run_day`, what `driftline etl` runs) or the DAG's staged
 one (`extract_to_staging` -> `transform_staged` -> `validate_staged` -> `load_staged`), with
-only `etl.extract` replaced so that it returns the broken tables.
+only `etl.extract_day` replaced so that it returns the broken tables (and a source count of
+their rows).
 """
 
 from __future__ import annotations
@@ -283,10 +284,12 @@ def must_be_refused(flights: pd.DataFrame, suite_sets: dict[str, Any]) -> list[s
 def run_path(path: str, usecase, settings, tables: dict[str, pd.DataFrame]) -> Any:
     """The ETL of JAN2 along `path`, with the extract returning `tables`."""
 
-    def extract(*args, **kwargs):
-        return {name: frame.copy() for name, frame in tables.items()}
+    def extract_day(*args, **kwargs):
+        # the source holds exactly these rows in the day: the reconciliation's other side
+        counts = etl.SourceCounts(len(tables[usecase.source.batch_table]), 0)
+        return {name: frame.copy() for name, frame in tables.items()}, counts
 
-    with mock.patch.object(etl, "extract", extract):
+    with mock.patch.object(etl, "extract_day", extract_day):
         if path == "in-process":
             return etl.run_day(usecase, settings, JAN2, "sqlite:///unused.db").as_dict()
         window = etl.BatchWindow.for_day(JAN2, usecase)
@@ -377,7 +380,7 @@ def test_a_malformed_batch_is_loaded_valid_or_quarantined_with_a_named_reason(
                 kinds = set(curated[column].dropna().map(type))  # into a bytes column)
                 assert kinds <= {str}, f"{column} holds {kinds}"
             # what was loaded passes the suite as it is stored, not only as it was built
-            outcome = validate_batch(curated, usecase, settings_)
+            outcome = validate_batch(curated, usecase, settings_, JAN2)
             assert outcome.success, [f.describe() for f in outcome.failures]
 
 

