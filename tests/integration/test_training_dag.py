@@ -156,7 +156,7 @@ def test_lineage_names_code_data_validation_run_and_reason(env, state):
     assert set(info["dvc_hashes"]) >= {"data/window.parquet", "model"}
     days = info["validation"]
     assert len(days) == 38 and all(d["success"] for d in days.values())
-    assert {d["evaluated_expectations"] for d in days.values()} == {64}
+    assert {d["evaluated_expectations"] for d in days.values()} == {79}
     assert all(Path(d["partition"]).exists() and Path(d["result"]).exists()
                for d in days.values())
     assert info["airflow_dag_id"] == "flights_training" and info["airflow_run_id"]
