@@ -205,12 +205,18 @@ def _instant(value: sa.ColumnElement, backend: str) -> sa.ColumnElement:
     return sa.func.julianday(value) if backend == "sqlite" else value
 
 
+# SQLite: a text time the widened window can find starts with its date (it sorts by it)
+ISO_DATE_PREFIX = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
+
+
 def _unplaced(column: sa.ColumnElement, backend: str) -> sa.ColumnElement:
-    """Times that place a row in no day: NULL, and on SQLite anything not readable text."""
+    """Times that place a row in no day: NULL; on SQLite also anything but readable text that
+    starts with its date (any other text sorts outside every day's window)."""
     if backend != "sqlite":
         return column.is_(None)
     not_text = sa.func.typeof(column) != "text"
-    return column.is_(None) | not_text | _instant(column, backend).is_(None)
+    no_date_first = sa.not_(column.op("GLOB")(ISO_DATE_PREFIX))
+    return column.is_(None) | not_text | no_date_first | _instant(column, backend).is_(None)
 
 
 def count_source(usecase: UseCase, source_url: str, window: BatchWindow) -> SourceCounts:

@@ -69,6 +69,11 @@ CASES = {
         {BEFORE: "1 rows of flights have a time_hour that places them in no day",
          DAY: "[None]"},
     ),
+    "1 a leading space": (
+        "UPDATE flights SET time_hour = ' ' || time_hour WHERE rowid = (SELECT min(rowid)"
+        " FROM flights WHERE time_hour >= :start AND time_hour < :end)",
+        {DAY: "e.g. [' 2013-03-05"},
+    ),
     "1 integer time": (
         "UPDATE flights SET time_hour = 1362470400 WHERE rowid = (SELECT min(rowid)"
         " FROM flights WHERE time_hour >= :start AND time_hour < :end)",
