@@ -44,6 +44,7 @@ def stack_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, s
             "DRIFTLINE_AIRFLOW_PORT": str(free_port()),
             "DRIFTLINE_MLFLOW_PORT": str(free_port()),
             "DRIFTLINE_EVIDENTLY_PORT": str(free_port()),
+            "DRIFTLINE_SCORING_PORT": str(free_port()),
             "DRIFTLINE_WORKER_LOG_PORT": str(free_port()),
             "DRIFTLINE_TRIGGER_LOG_PORT": str(free_port()),
         }

@@ -526,6 +526,18 @@ def rollback(ctx: _Context, reason: str) -> None:
     )
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5001, show_default=True, type=int)
+@pass_context
+def serve(ctx: _Context, host: str, port: int) -> None:
+    """Serve the use-case's `champion` over REST (POST /invocations); every answer names the
+    version that made it, and the request after a promotion or a rollback gets the new one."""
+    from driftline.serving.server import serve as run_server
+
+    run_server(ctx.usecase, ctx.settings, host, port)
+
+
 @main.group()
 def stack() -> None:
     """The operator's stack on this machine: Airflow, the MLflow UI, the Evidently UI."""
@@ -568,6 +580,7 @@ def stack_down(ctx: _Context) -> None:
             "triggerer",
             "mlflow",
             "evidently",
+            "scoring",
             "celery-worker",
         ]
     ),

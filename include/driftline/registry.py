@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -22,11 +23,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc import PythonModel
 
 from driftline import evaluation, stages
 from driftline.config import GateConfig, Settings, UseCase
 from driftline.model import TrainedModel
+
+# Versions logged before driftline.serving pickled the model as driftline.registry.DelayModel
+from driftline.serving.pyfunc import DelayModel, model_code, pip_requirements  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -261,16 +264,6 @@ def _quoted(value: str) -> str:
     return value.replace("'", "")
 
 
-class DelayModel(PythonModel):
-    """Scores raw curated rows: the saved booster plus its category encoding."""
-
-    def load_context(self, context) -> None:
-        self.model = TrainedModel.load(Path(context.artifacts["model"]))
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
-        return pd.Series(self.model.predict_proba(model_input), name="probability")
-
-
 def log_model_version(
     settings: Settings,
     usecase: UseCase,
@@ -304,14 +297,16 @@ def log_model_version(
         for plot in sorted((workspace_root / stages.PLOTS).glob("*.json")):
             mlflow.log_artifact(str(plot), "evaluation")
             mlflow.log_figure(_figure(plot), f"evaluation/{plot.stem}.png")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=DelayModel(),
-            artifacts={"model": str(workspace_root / stages.MODEL)},
-            signature=infer_signature(example, trained.predict_proba(example)),
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-        )
+        with tempfile.TemporaryDirectory() as code:
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=DelayModel(),
+                artifacts={"model": str(workspace_root / stages.MODEL)},
+                code_paths=[str(model_code(Path(code)))],
+                signature=infer_signature(example, trained.predict_proba(example)),
+                input_example=example,
+                pip_requirements=pip_requirements(),
+            )
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
     log.info("registered %s version %s from run %s", name, version.version, run_id)
@@ -531,12 +526,3 @@ def _figure(plot: Path):
     figure.tight_layout()
     plt.close(figure)
     return figure
-
-
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [
-        f"{p}=={version(p)}"
-        for p in ("mlflow", "xgboost", "pandas", "numpy", "scikit-learn", "pyarrow")
-    ]

@@ -54,6 +54,7 @@ class Ports:
     airflow: int = 8080
     mlflow: int = 5000
     evidently: int = 8000
+    scoring: int = 5001
     worker_log: int = 8793
     trigger_log: int = 8794
 
@@ -296,6 +297,12 @@ def services(settings: Settings, ports: Ports, production: Production | None) ->
             ],
             f"http://{HOST}:{ports.evidently}/",
         ),
+        # the champion over REST (driftline.serving.server), answering with the version it is
+        Service(
+            "scoring",
+            [str(bin_dir / "driftline"), "serve", "--host", HOST, "--port", str(ports.scoring)],
+            f"http://{HOST}:{ports.scoring}/health",
+        ),
     ]
     if production is not None:
         planned.append(
@@ -361,6 +368,7 @@ def up(
             "airflow": env["AIRFLOW__API__BASE_URL"],
             "mlflow": env[MLFLOW_UI_ENV],
             "evidently": env[EVIDENTLY_UI_ENV],
+            "scoring": f"http://{HOST}:{ports.scoring}",
         },
         login={
             "airflow": {"user": ADMIN, "password": secret["airflow_password"]},
@@ -583,6 +591,11 @@ def describe(state: StackState) -> str:
         f" / {state.login['mlflow']['password']}"
     )
     lines.append(f"  Evidently  {state.urls['evidently']}   (no login: bound to {HOST} only)")
+    if "scoring" in state.urls:  # a stack started before the scoring server existed has none
+        lines.append(
+            f"  Scoring    {state.urls['scoring']}/invocations   (the champion over REST; "
+            f"no login: bound to {HOST} only)"
+        )
     lines.append("")
     lines.append(f"  Drift history inside Airflow: {state.urls['airflow']}/driftline/history")
     lines.append(

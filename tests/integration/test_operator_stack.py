@@ -228,7 +228,7 @@ def test_make_up_prints_urls_and_generated_logins(stack):
     if not stack["own"]:
         pytest.skip("uses a stack started elsewhere")
     state, printed = stack["state"], stack["printed"]
-    for service in ("airflow", "mlflow", "evidently"):
+    for service in ("airflow", "mlflow", "evidently", "scoring"):
         assert state["urls"][service] in printed
     for service in ("airflow", "mlflow"):
         password = state["login"][service]["password"]
@@ -483,6 +483,14 @@ def test_a_month_goes_on_through_the_scheduler(stack, api):
     demoted = version["month__other_window"]
     assert f"champion is version {previous} again (version {demoted} is now `previous`)" in out
     champion, previous = previous, demoted
+    # the stack's scoring server answers with the restored champion at once
+    usecase = load_usecase("flights", settings)
+    rows = etl.read_curated(usecase, settings, FIRING_NIGHT, FIRING_NIGHT).head(5)
+    split = json.loads(rows[usecase.features.all].to_json(orient="split", index=False))
+    answer = httpx.post(f"{stack['state']['urls']['scoring']}/invocations",
+                        json={"dataframe_split": split}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == champion and len(answer.json()["predictions"]) == 5
 
     # the next night is scored by the champion the rollback restored; inside the cool-down
     next_run = monitor(api, home, NEXT_NIGHT)

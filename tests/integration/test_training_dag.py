@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
 from driftline import etl, registry, training
 from driftline.config import load_usecase
 from tests.conftest import repo_settings
-from tests.integration.conftest import curated_env, run
+from tests.integration.conftest import BIN, curated_env, run
+from tests.stack_helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +87,42 @@ def test_january_training_registers_a_champion_that_loads_and_predicts(env, stat
     # one MLflow run for the DAG run, named after it
     runs = mlflow.search_runs(experiment_names=[usecase.training.experiment])
     assert len(runs) == 1 and runs.iloc[0]["tags.airflow_run_id"] == tags["airflow_run_id"]
+
+
+def test_the_registered_model_predicts_in_a_venv_of_its_own_requirements(state, tmp_path):
+    """No driftline installed, no checkout on the path: only what the version logged (its
+    requirements and its code_paths) gives the batch scoring's probabilities."""
+    settings, usecase = state
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    model_dir = Path(mlflow.artifacts.download_artifacts(
+        f"models:/{MODEL}/1", dst_path=str(tmp_path / "model")))
+    requirements = (model_dir / "requirements.txt").read_text()
+    assert "driftline" not in requirements and "xgboost==" in requirements
+    rows = etl.read_curated(usecase, settings, dt.date(2013, 2, 1), dt.date(2013, 2, 1))
+    rows[usecase.features.all].to_parquet(tmp_path / "rows.parquet")
+    expected = registry.load_version(settings, MODEL, "1").predict(rows[usecase.features.all])
+
+    venv, uv = tmp_path / "venv", str(BIN / "uv")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    base_python = str(Path(sys.base_prefix) / "bin" / "python3")
+    for command in ([uv, "venv", "-q", "--python", base_python, str(venv)],
+                    [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
+                     "-r", str(model_dir / "requirements.txt")]):
+        done = subprocess.run(command, env=clean, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    probe = (
+        "import sys, importlib.util, mlflow.pyfunc, pandas as pd\n"
+        "assert importlib.util.find_spec('driftline') is None\n"  # before the model's code
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "model.predict(pd.read_parquet(sys.argv[2])).to_frame('p').to_parquet(sys.argv[3])\n"
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe, str(model_dir), str(tmp_path / "rows.parquet"),
+         str(tmp_path / "out.parquet")],
+        env=clean, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "out.parquet")["p"], expected)
 
 
 def test_retried_register_and_gate_reuse_their_version_and_decision(state):
@@ -165,7 +210,34 @@ def test_lineage_names_code_data_validation_run_and_reason(env, state):
     assert "38 of 38 days passed ['flights_batch']" in text
 
 
+@contextmanager
+def scoring_server(env: dict[str, str]):
+    """`driftline serve` on a free port, as `make up` starts it; its base URL once healthy."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "driftline"), "serve", "--port", str(port)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the scoring server did not become healthy"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_rollback_returns_the_champion_to_previous_and_records_it(env, state):
+    """... and the scoring server's next answer comes from the restored champion."""
     settings, usecase = state
     before = aliases(settings)
     if before["previous"] is None:  # version 2 was not promoted: promote it by force
@@ -173,12 +245,37 @@ def test_rollback_returns_the_champion_to_previous_and_records_it(env, state):
                              "reason": "forced", "force_promote": True})
         assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
         before = aliases(settings)
-    done = run(env, "driftline", "rollback", "--reason", "bad predictions at JFK")
-    assert done.returncode == 0, done.stdout + done.stderr
-    after = aliases(settings)
-    assert (after["champion"], after["previous"]) == (before["previous"], before["champion"])
-    restored = registry.version_info(settings, usecase, after["champion"])["tags"]
-    assert "bad predictions at JFK" in restored["rollback.restored"]
+    rows = etl.read_curated(usecase, settings, dt.date(2013, 2, 2), dt.date(2013, 2, 2)).head(20)
+    features = rows[usecase.features.all]
+    body = {"dataframe_split": json.loads(features.to_json(orient="split", index=False))}
+    with scoring_server(env) as url:
+        answer = httpx.post(f"{url}/invocations", json=body, timeout=60).json()
+        assert answer["version"] == before["champion"] and answer["model"] == MODEL
+        batch = registry.load_version(settings, MODEL, before["champion"]).predict(features)
+        np.testing.assert_allclose(answer["predictions"], batch, rtol=1e-6)
+
+        done = run(env, "driftline", "rollback", "--reason", "bad predictions at JFK")
+        assert done.returncode == 0, done.stdout + done.stderr
+        after = aliases(settings)
+        assert (after["champion"], after["previous"]) == (before["previous"], before["champion"])
+        restored = registry.version_info(settings, usecase, after["champion"])["tags"]
+        assert "bad predictions at JFK" in restored["rollback.restored"]
+        answer = httpx.post(f"{url}/invocations", json=body, timeout=60).json()
+        assert answer["version"] == after["champion"]  # the very next request
+        assert httpx.get(f"{url}/version").json()["version"] == after["champion"]
+
+        # bad input: a 4xx that names the column
+        missing = {"dataframe_split": json.loads(
+            features.drop(columns=["carrier"]).to_json(orient="split", index=False))}
+        refused = httpx.post(f"{url}/invocations", json=missing, timeout=60)
+        assert refused.status_code == 400 and "carrier" in refused.json()["detail"]
+        wrong = features.head(3).astype(object)
+        wrong["distance"] = "far"
+        typed = {"dataframe_records": json.loads(wrong.to_json(orient="records"))}
+        refused = httpx.post(f"{url}/invocations", json=typed, timeout=60)
+        assert refused.status_code == 400 and "distance" in refused.json()["detail"]
+        refused = httpx.post(f"{url}/invocations", json={"rows": []}, timeout=60)
+        assert refused.status_code == 400 and "dataframe_split" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize(

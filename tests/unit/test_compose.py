@@ -169,6 +169,7 @@ def test_the_whole_stack_is_there(compose):
         "minio-init",
         "mlflow",
         "evidently-ui",
+        "scoring",
         "airflow-init",
         *AIRFLOW_SERVICES,
     } <= services
@@ -208,6 +209,7 @@ def test_every_dependency_waits_on_a_condition(compose):
         assert {"postgres", "redis", "mlflow", "airflow-init"} <= set(services[name]["depends_on"])
     assert {"postgres", "minio-init", "airflow-init"} <= set(services["mlflow"]["depends_on"])
     assert set(services["evidently-ui"]["depends_on"]) == {"airflow-init"}
+    assert set(services["scoring"]["depends_on"]) == {"mlflow", "airflow-init"}
     assert set(services["airflow-init"]["depends_on"]) == {"postgres"}
     assert set(services["minio-init"]["depends_on"]) == {"minio"}
 
@@ -721,3 +723,14 @@ def test_evidently_ui_serves_the_workers_workspace(compose):
     assert ui["image"] == compose["x-airflow"]["image"]
     assert ui["entrypoint"][0] == "/usr/bin/dumb-init"
     assert f"mkdir -p {workspace}" in compose["services"]["airflow-init"]["command"][-1]
+
+
+def test_the_scoring_server_reads_the_registry_only_and_listens_on_this_host(compose):
+    """It serves the champion with no login: bound to localhost, and holding no secret but
+    the MLflow login it needs (artifacts come through MLflow's proxy)."""
+    scoring = compose["services"]["scoring"]
+    assert scoring["command"][:2] == ["driftline", "serve"]
+    assert all(str(p).startswith("127.0.0.1:") for p in scoring["ports"])
+    env = scoring["environment"]
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert not {k for k in env if k.startswith(("AIRFLOW__", "AWS_"))}
