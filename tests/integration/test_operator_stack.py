@@ -50,7 +50,7 @@ import yaml
 from airflow_client.client.api.backfill_api import BackfillApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.api.task_instance_api import TaskInstanceApi
-from airflow_client.client.exceptions import ApiException
+from airflow_client.client.exceptions import ApiException, ServiceException
 from airflow_client.client.models.backfill_post_body import BackfillPostBody
 from airflow_client.client.models.dag_run_clear_body import DAGRunClearBody
 
@@ -371,11 +371,19 @@ def test_nights_two_at_a_time_survive_a_scheduler_crash_and_load_correct_partiti
 def monitor(api: AirflowApi, home: Path, day: dt.date) -> str:
     """A backfill of the one night `day` through the scheduler, as an operator starts a
     catch-up from the UI; the night's run id once it is done."""
-    BackfillApi(api.client).create_backfill(
-        BackfillPostBody(
-            dag_id=MONITORING, from_date=midnight(day), to_date=midnight(day), max_active_runs=1
-        )
+    body = BackfillPostBody(
+        dag_id=MONITORING, from_date=midnight(day), to_date=midnight(day), max_active_runs=1
     )
+    # On SQLite Airflow answers a backfill request that meets a write lock with 503 "Database
+    # is locked" (it creates every run in one transaction); an operator asks again
+    for attempt in range(10):
+        try:
+            BackfillApi(api.client).create_backfill(body)
+            break
+        except ServiceException as exc:
+            if "Database is locked" not in str(exc.body) or attempt == 9:
+                raise
+            time.sleep(3)
     deadline = time.monotonic() + 900
     while True:
         runs = [r for r in api.runs(MONITORING) if night(r) == day]
