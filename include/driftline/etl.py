@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from driftline import storage
 from driftline.config import ConfigError, Settings, UseCase, import_object
-from driftline.validation import BatchRejectedError, gate_batch, quarantine_batch
+from driftline.validation import BatchRejectedError, Records, gate_batch, quarantine_batch
 
 log = logging.getLogger(__name__)
 
@@ -355,14 +355,20 @@ def _placed(
 
 
 def extract_day(
-    usecase: UseCase, settings: Settings, source_url: str, window: BatchWindow
+    usecase: UseCase,
+    settings: Settings,
+    source_url: str,
+    window: BatchWindow,
+    records: Records | None = None,
 ) -> tuple[dict[str, pd.DataFrame], SourceCounts]:
     """What the ETL extracts (the CLI and the DAG): the source's counts first, then the rows.
 
     A day the counts already refuse (more rows than the suite's `max_rows`, or rows of the
     table that no day can hold) is quarantined before a row of it is read, in seconds and
     bounded memory; so is a day with a time that cannot be read, with the rows as they came.
+    `records`: where a refusal is written (default: the ETL's records of the day).
     """
+    records = records or Records.of_load(usecase, settings, window.day)
     counts = count_source(usecase, source_url, window)
     refusals = []
     max_rows = usecase.validation.parameters.get("max_rows")
@@ -391,12 +397,12 @@ def extract_day(
             )
         )
     if refusals:
-        _refuse(usecase, settings, window.day, counts, refusals, unplaced)
+        _refuse(usecase, settings, window.day, counts, refusals, unplaced, records)
     try:
         tables = extract(usecase, source_url, window)
     except UnplacedRowsError as exc:
         refusal = _refusal("readable_time", usecase.source.time_column, str(exc))
-        _refuse(usecase, settings, window.day, counts, [refusal], exc.rows)
+        _refuse(usecase, settings, window.day, counts, [refusal], exc.rows, records)
     return tables, counts
 
 
@@ -411,6 +417,7 @@ def _refuse(
     counts: SourceCounts,
     refusals: list[dict[str, Any]],
     rows: pd.DataFrame,
+    records: Records,
 ) -> None:
     """Quarantine a day refused at the source (with the offending rows as they arrived) and
     raise: nothing was loaded."""
@@ -423,8 +430,8 @@ def _refuse(
         "failures": refusals,
         "reconciliation": {**counts.as_dict(), "loaded_rows": None, "agrees": False},
     }
-    storage.write_json(record, settings.validation_result_path(usecase.name, day))
-    folder = quarantine_batch(rows, record, usecase, settings, day)
+    storage.write_json(record, records.result)
+    folder = quarantine_batch(rows, record, usecase, settings, day, records)
     lines = "\n".join(f"  - {r['expectation']}: {r['observed']}" for r in refusals)
     raise BatchRejectedError(
         f"{usecase.name} {day} refused at the source; nothing was loaded.\n{lines}\n"
@@ -454,7 +461,11 @@ def transform(usecase: UseCase, tables: dict[str, pd.DataFrame]) -> pd.DataFrame
 
 
 def build_batch(
-    usecase: UseCase, settings: Settings, day: dt.date, tables: dict[str, pd.DataFrame]
+    usecase: UseCase,
+    settings: Settings,
+    day: dt.date,
+    tables: dict[str, pd.DataFrame],
+    records: Records | None = None,
 ) -> pd.DataFrame:
     """`transform`, but a batch that cannot be built is quarantined as extracted, not lost."""
     try:
@@ -469,7 +480,7 @@ def build_batch(
             "success": False,
             "failures": [{"expectation": "build_batch", "column": None, "observed": str(exc)}],
         }
-        folder = quarantine_batch(extracted, record, usecase, settings, day)
+        folder = quarantine_batch(extracted, record, usecase, settings, day, records)
         raise BatchRejectedError(
             f"{usecase.name} batch for {day} could not be built: {exc}; nothing was loaded. "
             f"Extracted rows quarantined in {folder}",

@@ -82,8 +82,49 @@ class BatchValidationError(BatchRejectedError):
         )
 
 
+@dataclass(frozen=True)
+class Records:
+    """Where a gate writes about a day: its validation result and its quarantine folder."""
+
+    result: Path
+    quarantine: Path
+
+    @classmethod
+    def of_load(cls, usecase: UseCase, settings: Settings, day: dt.date) -> Records:
+        """The ETL's: what the curated store's day was judged by."""
+        return cls(
+            settings.validation_result_path(usecase.name, day),
+            settings.quarantine_dir(usecase.name, day),
+        )
+
+    @classmethod
+    def of_scoring(cls, usecase: UseCase, settings: Settings, day: dt.date) -> Records:
+        """The rows scored ahead for the day: kept apart, so that a refusal of tomorrow's
+        features never reads as a failed load of tomorrow."""
+        folder = settings.scoring_checks_dir(usecase.name, day)
+        return cls(folder / "validation.json", folder)
+
+
 def load_suite_json(usecase: UseCase, settings: Settings) -> dict[str, Any]:
     return json.loads(_suite_text(usecase, settings))
+
+
+def features_suite_json(usecase: UseCase, settings: Settings) -> str:
+    """The batch suite without what needs the outcome: the features-only suite that rows
+    scored ahead must pass. Derived, not a second file, so the two never disagree on a
+    feature; its columns are key, time and features, in the curated order."""
+    suite = load_suite_json(usecase, settings)
+    outcome = {usecase.label.name, *usecase.passthrough} - set(usecase.scoring_columns)
+    kept = []
+    for expectation in suite["expectations"]:
+        kwargs = expectation.get("kwargs", {})
+        if kwargs.get("column") in outcome:
+            continue
+        if expectation["type"] == "expect_table_columns_to_match_ordered_list":
+            kwargs = {**kwargs, "column_list": usecase.scoring_columns}
+            expectation = {**expectation, "kwargs": kwargs}
+        kept.append(expectation)
+    return json.dumps({**suite, "name": f"{suite['name']}.features", "expectations": kept})
 
 
 def _suite_text(usecase: UseCase, settings: Settings) -> str:
@@ -107,7 +148,11 @@ def suite_parameters(usecase: UseCase, day: dt.date) -> dict[str, Any]:
 
 
 def validate_batch(
-    batch: pd.DataFrame, usecase: UseCase, settings: Settings, day: dt.date
+    batch: pd.DataFrame,
+    usecase: UseCase,
+    settings: Settings,
+    day: dt.date,
+    suite_json: str | None = None,
 ) -> ValidationOutcome:
     """Run the use-case's suite on `batch` as the day's Parquet file will hold it: verdicts
     only first, the details only on failure.
@@ -116,10 +161,11 @@ def validate_batch(
     text), so the ETL, `driftline validate --day` and a stored file get the same verdict. A
     passing batch (nearly every day) costs GX's cheapest result format; a failing one is
     validated again with GX's default (SUMMARY) format, whose unexpected counts and values the
-    error message and the quarantine show.
+    error message and the quarantine show. `suite_json`: another suite (default: the
+    use-case's batch suite).
     """
     batch = storage.to_arrow(batch).to_pandas()
-    suite = _suite(_suite_text(usecase, settings))
+    suite = _suite(suite_json or _suite_text(usecase, settings))
     parameters = suite_parameters(usecase, day)
     result = _run_suite(batch, usecase.name, suite, parameters, VERDICTS_ONLY)
     if not result["success"]:
@@ -206,10 +252,16 @@ def gate_batch(
     settings: Settings,
     day: dt.date,
     source: dict[str, int] | None = None,
+    records: Records | None = None,
+    suite_json: str | None = None,
 ) -> ValidationOutcome:
     """Validate and reconcile with the source's counts (`SourceCounts.as_dict()`); record the
-    result; on failure quarantine the batch and raise."""
-    outcome = validate_batch(batch, usecase, settings, day)
+    result; on failure quarantine the batch and raise.
+
+    `records`: where (default: the ETL's records of the day); `suite_json`: see validate_batch.
+    """
+    records = records or Records.of_load(usecase, settings, day)
+    outcome = validate_batch(batch, usecase, settings, day, suite_json)
     if source is not None:
         outcome = reconcile(outcome, len(batch), source)
     record = {
@@ -220,7 +272,7 @@ def gate_batch(
         "exception": _exception(usecase, day),
         "result": outcome.result,
     }
-    result_path = settings.validation_result_path(usecase.name, day)
+    result_path = records.result
     storage.write_json(record, result_path)
     if outcome.success:
         # rendered when someone opens it (data_docs_file): a stale page must not outlive it
@@ -239,7 +291,7 @@ def gate_batch(
             outcome.evaluated,
         )
         return outcome
-    quarantine = quarantine_batch(batch, record, usecase, settings, day)
+    quarantine = quarantine_batch(batch, record, usecase, settings, day, records)
     raise BatchValidationError(usecase.name, day, outcome, quarantine)
 
 
@@ -315,9 +367,10 @@ def quarantine_batch(
     usecase: UseCase,
     settings: Settings,
     day: dt.date,
+    records: Records | None = None,
 ) -> Path:
     """Keep the rejected batch and why it was rejected, for an operator to inspect."""
-    folder = settings.quarantine_dir(usecase.name, day)
+    folder = (records or Records.of_load(usecase, settings, day)).quarantine
     storage.write_parquet(batch, folder / "batch.parquet")
     storage.write_json(record, folder / "validation.json")
     log.error("%s %s: batch quarantined in %s", usecase.name, day, folder)

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from driftline import etl
-from driftline.validation import BatchRejectedError, BatchValidationError, validate_batch
+from driftline.validation import (
+    BatchRejectedError,
+    BatchValidationError,
+    features_suite_json,
+    load_suite_json,
+    validate_batch,
+)
 from tests.conftest import corrupt, sqlite_url
 
 JAN2 = dt.date(2013, 1, 2)
@@ -28,6 +34,36 @@ def test_real_days_pass_the_suite(usecase, settings, seeded_source, day):
     outcome = validate_batch(batch, usecase, settings, window.day)
     assert outcome.success, [f.describe() for f in outcome.failures]
     assert outcome.evaluated == 79
+
+
+def test_the_features_suite_is_the_batch_suite_without_what_needs_the_outcome(
+    usecase, settings, seeded_source
+):
+    """What a day scored ahead must pass: every expectation on its key, time and features
+    (its bounds as the batch suite's, on the same $PARAMETERs), none on the label or the
+    outcome columns; a real day's features pass it, and a word among them is named."""
+    batch_suite = load_suite_json(usecase, settings)
+    suite = json.loads(features_suite_json(usecase, settings))
+    outcome = {"is_delayed", "arr_delay", "dep_delay", "cancelled"}
+    columns = [e["kwargs"].get("column") for e in suite["expectations"]]
+    assert suite["name"] == "flights_batch.features" and not outcome & set(columns)
+    dropped = [e for e in batch_suite["expectations"] if e["kwargs"].get("column") in outcome]
+    assert len(suite["expectations"]) == len(batch_suite["expectations"]) - len(dropped) == 71
+    (ordered,) = [e for e in suite["expectations"]
+                  if e["type"] == "expect_table_columns_to_match_ordered_list"]
+    assert ordered["kwargs"]["column_list"] == usecase.scoring_columns
+
+    day = dt.date(2013, 2, 9)
+    window = etl.BatchWindow.for_day(day, usecase)
+    batch = etl.transform(usecase, etl.extract(usecase, sqlite_url(seeded_source), window))
+    features = batch[usecase.scoring_columns]
+    outcome = validate_batch(features, usecase, settings, day, json.dumps(suite))
+    assert outcome.success and outcome.evaluated == 71
+    broken = features.astype({"distance": object})
+    broken.loc[broken.index[0], "distance"] = "far"
+    refused = validate_batch(broken, usecase, settings, day, json.dumps(suite))
+    assert not refused.success
+    assert {f.column for f in refused.failures} == {"distance"}
 
 
 BROKEN = {
