@@ -55,6 +55,7 @@ EVIDENCE_SCHEMA: dict[str, Any] = {
 DVC_REMOTE_ENDPOINT_ENV = "DRIFTLINE_DVC_REMOTE_ENDPOINT"
 MLFLOW_ARTIFACTS_ENV = "DRIFTLINE_MLFLOW_ARTIFACT_ROOT"
 HISTORY_URL_ENV = "DRIFTLINE_HISTORY_URL"
+PREDICTIONS_URL_ENV = "DRIFTLINE_PREDICTIONS_URL"
 
 PREDICTION = "prediction"  # the model's probability column, in predictions and references
 
@@ -96,8 +97,13 @@ class Settings:
             mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
         )
 
+    @property
+    def source_dir(self) -> Path:
+        """The embedded source databases (SQLite files made by `driftline seed`)."""
+        return self.home / "source"
+
     def default_source_url(self, usecase: str) -> str:
-        return f"sqlite:///{self.home / 'source' / f'{usecase}.db'}"
+        return f"sqlite:///{self.source_dir / f'{usecase}.db'}"
 
     def source_url(self, usecase: UseCase) -> str:
         """The source database URL: the use-case's environment variable, else the SQLite file."""
@@ -118,6 +124,17 @@ class Settings:
 
     def predictions_path(self, usecase: str, day: dt.date) -> Path:
         return self.home / "predictions" / usecase / f"date={day.isoformat()}" / "part-0.parquet"
+
+    @property
+    def predictions_url(self) -> str:
+        """The published predictions' database, which downstream applications read:
+        $DRIFTLINE_PREDICTIONS_URL (e.g. PostgreSQL), else SQLite under the home."""
+        return os.environ.get(PREDICTIONS_URL_ENV) or f"sqlite:///{self.home / 'predictions.db'}"
+
+    def scoring_checks_dir(self, usecase: str, day: dt.date) -> Path:
+        """The features-only validation of the rows scored ahead for `day`, and their
+        quarantine when refused (apart from the ETL's: the day's load is judged on its own)."""
+        return self.home / "scoring-checks" / usecase / day.isoformat()
 
     def reports_dir(self, usecase: str, day: dt.date) -> Path:
         """A night's Evidently reports (HTML + JSON) and its summary."""
@@ -307,6 +324,18 @@ class MonitoringConfig(_Strict):
     rule: DriftRule = Field(default_factory=DriftRule)
 
 
+class ScoringConfig(_Strict):
+    """What a night scores before its outcome exists, and when that outcome arrives."""
+
+    # next_day: the rows of the day after the night, read from the source (their features are
+    # known before the day starts: a schedule); loaded_day: the day just loaded, for a
+    # use-case whose rows arrive with their features and learn their outcome later.
+    ahead: Literal["next_day", "loaded_day"] = "next_day"
+    # The labels of day X are in the curated store from the night of X + this many days
+    # (0: with the day's own ETL). A night judges the predictions of labelled days only.
+    label_delay_days: int = Field(0, ge=0, le=366)
+
+
 class UseCase(_Strict):
     """One use-case: where its data comes from, how a batch is built, and how it is judged."""
 
@@ -325,6 +354,7 @@ class UseCase(_Strict):
     validation: ValidationConfig
     training: TrainingConfig | None = None
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
 
     @field_validator("name")
     @classmethod
@@ -363,6 +393,20 @@ class UseCase(_Strict):
         start = dt.datetime.combine(day, dt.time(), tzinfo=self.tz)
         end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=self.tz)
         return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+
+    def scored_day(self, night: dt.date) -> dt.date:
+        """The day whose rows the night scores ahead (see ScoringConfig.ahead)."""
+        ahead = self.scoring.ahead == "next_day"
+        return night + dt.timedelta(days=1) if ahead else night
+
+    def last_labelled_day(self, night: dt.date) -> dt.date:
+        """The newest day whose labels have arrived by the night."""
+        return night - dt.timedelta(days=self.scoring.label_delay_days)
+
+    @property
+    def scoring_columns(self) -> list[str]:
+        """What a row scored ahead holds: key, time and features (no label, no passthrough)."""
+        return [self.key, self.event_time, *self.features.all]
 
     @property
     def curated_columns(self) -> list[str]:

@@ -1,7 +1,11 @@
-"""Nightly batch scoring: the champion (by alias, from the registry) scores a curated day.
+"""Scoring ahead: each night the champion scores the rows whose outcome does not exist yet.
 
-Predictions are stored as a date partition that names the model version that made them;
-a rerun of the night replaces it.
+For flights that is the next day's scheduled flights, read from the source with their
+features (and the day's hourly weather, which stands in for the forecast a production system
+would read); for a use-case configured `scoring.ahead: loaded_day`, the day just loaded. The
+rows pass the features-only suite first (refused rows are quarantined as the ETL does), then
+their predictions are published (driftline.serving.predictions) with the version that made
+them and when; a rerun of the night replaces them.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from driftline import etl, registry, storage
+from driftline import etl, registry, validation
 from driftline.config import PREDICTION, Settings, UseCase
+from driftline.serving import predictions
+from driftline.serving.predictions import MODEL_VERSION, SCORED_AT
 
 log = logging.getLogger(__name__)
-
-MODEL_VERSION = "model_version"
 
 
 class NoChampionError(RuntimeError):
@@ -35,16 +39,21 @@ class ScoringError(RuntimeError):
 
 @dataclass(frozen=True)
 class ScoredDay:
+    """What a night scored ahead: `day`'s rows, by `model_version` (no path: nothing to score
+    because the use-case ends before `day`)."""
+
+    night: dt.date
     day: dt.date
     model_version: str
-    path: Path
+    path: Path | None
     rows: int
 
     def as_dict(self) -> dict:
         return {
+            "night": self.night.isoformat(),
             "day": self.day.isoformat(),
             "model_version": self.model_version,
-            "path": str(self.path),
+            "path": str(self.path) if self.path else None,
             "rows": self.rows,
         }
 
@@ -70,36 +79,80 @@ def require_partition(usecase: UseCase, settings: Settings, day: dt.date) -> Pat
     return partition
 
 
-def score_day(
-    usecase: UseCase, settings: Settings, day: dt.date, loaded: tuple[str, object] | None = None
+def features_ahead(usecase: UseCase, settings: Settings, day: dt.date) -> pd.DataFrame:
+    """`day`'s rows as they can be known before their outcome: key, time and features, having
+    passed the features-only suite (a refusal is quarantined under scoring-checks/ and raised
+    as validation.BatchRejectedError)."""
+    records = validation.Records.of_scoring(usecase, settings, day)
+    source_counts = None
+    if usecase.scoring.ahead == "loaded_day":
+        rows = pd.read_parquet(require_partition(usecase, settings, day))
+    else:
+        window = etl.BatchWindow.for_day(day, usecase)
+        tables, counts = etl.extract_day(
+            usecase, settings, settings.source_url(usecase), window, records
+        )
+        rows = etl.build_batch(usecase, settings, day, tables, records)
+        source_counts = counts.as_dict()
+    features = rows[usecase.scoring_columns]
+    validation.gate_batch(
+        features,
+        usecase,
+        settings,
+        day,
+        source_counts,
+        records=records,
+        suite_json=validation.features_suite_json(usecase, settings),
+    )
+    return features
+
+
+def score_ahead(
+    usecase: UseCase,
+    settings: Settings,
+    night: dt.date,
+    loaded: tuple[str, object] | None = None,
 ) -> ScoredDay:
-    """Score the day's curated rows with the champion; write the predictions partition.
+    """The night's scoring: the champion scores `usecase.scored_day(night)` and the
+    predictions are published (replacing an earlier run's of the same day).
 
     `loaded`: (version, model) already in memory, used if that version is still the champion.
     """
     version = champion_version(usecase, settings)
-    rows = pd.read_parquet(require_partition(usecase, settings, day))
+    day = usecase.scored_day(night)
+    if usecase.end_date is not None and day > usecase.end_date:
+        log.info("%s %s: nothing to score ahead: %s is after end_date", usecase.name, night, day)
+        return ScoredDay(night, day, version, None, 0)
+    features = features_ahead(usecase, settings, day)
     name = usecase.training.registered_model
     try:
         if loaded is not None and loaded[0] == version:
             model = loaded[1]
         else:
             model = registry.load_version(settings, name, version)
-        scores = model.predict(rows[usecase.features.all]) if len(rows) else []
+        scores = model.predict(features[usecase.features.all]) if len(features) else []
     except Exception as exc:
         raise ScoringError(
             f"{name} version {version} (champion) could not score {day}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    predictions = rows[[usecase.key, usecase.event_time, usecase.label.name]].assign(
-        **{PREDICTION: pd.Series(scores, index=rows.index, dtype="float64"), MODEL_VERSION: version}
+    scored = features.assign(
+        **{
+            PREDICTION: pd.Series(scores, index=features.index, dtype="float64"),
+            MODEL_VERSION: version,
+            SCORED_AT: pd.Timestamp.now(tz="UTC"),
+        }
     )
-    path = storage.write_parquet(
-        predictions,
-        settings.predictions_path(usecase.name, day),
-        metadata={"day": day.isoformat(), "model_version": version, "rows": len(predictions)},
-    )
+    path = predictions.publish(usecase, settings, day, scored)
     log.info(
-        "%s %s: %d rows scored by %s version %s", usecase.name, day, len(predictions), name, version
+        "%s night %s: %d rows of %s scored ahead by %s version %s; published to %s and %s",
+        usecase.name,
+        night,
+        len(scored),
+        day,
+        name,
+        version,
+        path,
+        etl.masked_url(settings.predictions_url),
     )
-    return ScoredDay(day, version, path, len(predictions))
+    return ScoredDay(night, day, version, path, len(scored))

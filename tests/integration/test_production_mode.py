@@ -93,11 +93,22 @@ def small_usecases(folder: Path) -> Path:
     return folder
 
 
+def query(url: str, sql: str, **params) -> list:
+    """The rows of one query on a database of the stack."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).all()
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def databases() -> Iterator[dict[str, str]]:
     """Fresh databases on the local server, dropped (connections terminated) afterwards."""
     tag = f"driftline_prod_{uuid.uuid4().hex[:8]}"
-    names = {part: f"{tag}_{part}" for part in ("airflow", "mlflow", "source", "monitoring")}
+    parts = ("airflow", "mlflow", "source", "monitoring", "predictions")
+    names = {part: f"{tag}_{part}" for part in parts}
     admin = sa.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
     created: list[str] = []
     try:
@@ -162,6 +173,7 @@ def production_stack(tmp_path, databases, redis_prefix) -> Iterator[tuple[Path, 
             "DRIFTLINE_MLFLOW_BACKEND_STORE_URI": databases["mlflow"],
             "DRIFTLINE_FLIGHTS_SOURCE_URL": databases["source"],
             "DRIFTLINE_HISTORY_URL": databases["monitoring"],
+            "DRIFTLINE_PREDICTIONS_URL": databases["predictions"],
             "DRIFTLINE_USECASES_DIR": str(small_usecases(tmp_path / "usecases")),
             "DRIFTLINE_EXPECTATIONS_DIR": str(REPO / "expectations"),
             # CPU for the tasks on 2 cores: the DAG files are parsed once (they do not change)
@@ -358,20 +370,25 @@ def test_production_stack_runs_etl_training_and_two_monitored_nights(production_
     assert (int(champion.version), champion.run_id) in {(int(v), r) for v, r in stored}
 
     # the drift history on PostgreSQL holds the two nights, each judged by the sensor
-    history_db = sa.create_engine(env["DRIFTLINE_HISTORY_URL"])
-    try:
-        with history_db.connect() as conn:
-            nights = conn.execute(
-                sa.text(
-                    "SELECT day, model_version, decision FROM drift_history "
-                    "WHERE usecase = :usecase ORDER BY day"
-                ),
-                {"usecase": USECASE},
-            ).all()
-    finally:
-        history_db.dispose()
+    nights = query(
+        env["DRIFTLINE_HISTORY_URL"],
+        "SELECT day, model_version, decision FROM drift_history WHERE usecase = :usecase "
+        "ORDER BY day",
+        usecase=USECASE,
+    )
     assert [n.day for n in nights] == list(NIGHTS)
     assert all(n.model_version == champion.version and n.decision for n in nights), nights
+
+    # the predictions published on PostgreSQL: the night of 3 January scored the 4th ahead
+    # (the 4th's night had no next day to score: the use-case ends), once per flight
+    published = query(
+        env["DRIFTLINE_PREDICTIONS_URL"],
+        "SELECT day, model_version, count(*) AS n, count(DISTINCT key) AS keys "
+        "FROM predictions WHERE usecase = :usecase GROUP BY day, model_version",
+        usecase=USECASE,
+    )
+    assert [(p.day, p.model_version) for p in published] == [(LAST_DAY, champion.version)]
+    assert published[0].n == published[0].keys > 500, published
     assert not (home / "source").exists()  # the ETL read PostgreSQL, not a SQLite default
 
     # the extra links, and the plugin pages behind them (served behind Airflow's login)

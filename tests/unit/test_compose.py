@@ -264,7 +264,7 @@ def test_airflow_init_creates_every_database_the_stack_uses(compose):
     script = compose["services"]["airflow-init"]["command"][-1]
     (created,) = re.findall(r"for db in ([\w ]+); do", script)
     used = set(re.findall(r"@postgres:5432/(\w+)", COMPOSE.read_text())) - {"airflow"}
-    assert used == {"flights", "mlflow", "mlflow_auth", "monitoring"}
+    assert used == {"flights", "mlflow", "mlflow_auth", "monitoring", "predictions"}
     assert used <= set(created.split())
     assert "airflow db migrate" in script
 
@@ -703,8 +703,11 @@ def test_airflow_links_to_the_uis_and_shares_the_drift_history(compose):
     history = env["DRIFTLINE_HISTORY_URL"]
     assert history.startswith("postgresql+psycopg2://airflow:${POSTGRES_PASSWORD")
     assert history.endswith("@postgres:5432/monitoring")
+    predictions = env["DRIFTLINE_PREDICTIONS_URL"]
+    assert predictions.endswith("@postgres:5432/predictions")
     for name in AIRFLOW_SERVICES:
         assert compose["services"][name]["environment"]["DRIFTLINE_HISTORY_URL"] == history
+        assert compose["services"][name]["environment"]["DRIFTLINE_PREDICTIONS_URL"] == predictions
 
 
 def test_evidently_ui_serves_the_workers_workspace(compose):
