@@ -42,7 +42,9 @@ DRIFT_HISTORY = sa.Table(
     sa.Column("decision", sa.String(64)),
     sa.Column("decision_reason", sa.Text),
     # added with the judged rows (nullable: older rows do not know them)
-    sa.Column("drift_first_day", sa.Date),  # feature drift: drift_first_day..day, `rows` rows
+    sa.Column("drift_first_day", sa.Date),  # feature drift: drift_first_day..drift_last_day
+    # the newest day scored (the day after the night when scoring ahead); None: the night
+    sa.Column("drift_last_day", sa.Date),
     # the days after the model's window end (of the same trailing window): quality and the
     # prediction's drift judge their rows only
     sa.Column("quality_first_day", sa.Date),
@@ -56,6 +58,9 @@ DRIFT_HISTORY = sa.Table(
     sa.Column("training_run", sa.Text),  # "<dag_id>/<run_id>" of the training it started
     sa.Column("training_mlflow_run", sa.String(64)),
     sa.Column("training_decision", sa.Text),  # "version N promoted|not promoted: reason"
+    # added with predictions judged on delayed labels: how many of the judged predictions
+    # (quality_first_day..quality_last_day) each version made, as a JSON object
+    sa.Column("quality_versions", sa.Text),
 )
 
 TRAINING_LINKS = ("training_run", "training_mlflow_run", "training_decision")
@@ -84,6 +89,7 @@ class NightSummary:
     decision: str | None = None
     decision_reason: str | None = None
     drift_first_day: dt.date | None = None
+    drift_last_day: dt.date | None = None
     quality_first_day: dt.date | None = None
     quality_last_day: dt.date | None = None
     quality_rows: int | None = None
@@ -94,10 +100,13 @@ class NightSummary:
     training_run: str | None = None
     training_mlflow_run: str | None = None
     training_decision: str | None = None
+    quality_versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def drift_days(self) -> Days | None:
-        return Days(self.drift_first_day, self.day) if self.drift_first_day else None
+        if self.drift_first_day is None:
+            return None
+        return Days(self.drift_first_day, self.drift_last_day or self.day)
 
     @property
     def quality_days(self) -> Days | None:
@@ -110,15 +119,18 @@ class NightSummary:
         if self.drift_days is None:
             return f"drift on {self.rows:,} rows (days not recorded)"
         features = f"drift on {self.drift_days} ({self.rows:,} rows)"
-        if self.quality_days is None or not self.prediction_rows:
-            return f"{features}; the prediction not judged: no day after the model's window"
+        if not self.prediction_rows:
+            return (
+                f"{features}; the prediction not judged: version {self.model_version} made "
+                "none of them after its training window"
+            )
         against = {
             PREDICTION_REFERENCE_HOLDOUT: "the holdout's predictions",
             PREDICTION_REFERENCE_TRAINING: "in-sample training predictions (older version)",
         }.get(self.prediction_reference or "", "an unrecorded reference")
         return (
-            f"{features}; the prediction on its {self.prediction_rows:,} rows of "
-            f"{self.quality_days} vs {against}"
+            f"{features}; the prediction on the {self.prediction_rows:,} of them version "
+            f"{self.model_version} made, vs {against}"
         )
 
     def quality_basis(self) -> str:
@@ -127,8 +139,10 @@ class NightSummary:
             return "quality rows not recorded"
         days = self.quality_days
         if days is None:
-            return "quality not judged yet: no day after the model's training window"
-        rows = f"{self.quality_rows or 0:,} labelled rows of {days}"
+            return "quality not judged yet: no stored prediction of a day whose labels are in"
+        made = ", ".join(f"v{v}: {n:,}" for v, n in sorted(self.quality_versions.items()))
+        rows = f"{self.quality_rows or 0:,} labelled predictions of {days}"
+        rows += f" (made ahead by {made})" if made else ""
         return f"quality on {rows}" if self.quality_judged else f"quality not judged yet: {rows}"
 
     def as_row(self) -> dict[str, Any]:
@@ -136,6 +150,7 @@ class NightSummary:
         row["drifted_columns"] = json.dumps(self.drifted_columns)
         row["fired_by"] = json.dumps(self.fired_by)
         row["evidently_runs"] = json.dumps(self.evidently_runs)
+        row["quality_versions"] = json.dumps(self.quality_versions)
         return row
 
     def as_dict(self) -> dict[str, Any]:
@@ -151,6 +166,7 @@ class NightSummary:
         data["drifted_columns"] = json.loads(data["drifted_columns"])
         data["fired_by"] = json.loads(data.get("fired_by") or "[]")
         data["evidently_runs"] = json.loads(data["evidently_runs"])
+        data["quality_versions"] = json.loads(data.get("quality_versions") or "{}")
         return cls(**data)
 
 

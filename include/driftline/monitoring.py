@@ -27,7 +27,8 @@ from driftline.history import (
     DriftHistory,
     NightSummary,
 )
-from driftline.scoring import require_partition
+from driftline.serving import predictions
+from driftline.serving.predictions import MODEL_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -159,28 +160,53 @@ def partition_ready(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
     return False
 
 
-def current_rows(usecase: UseCase, settings: Settings, day: dt.date, model) -> pd.DataFrame:
-    """The report's current data: the night (and the days before it, per the config),
-    scored by the model that scored the night."""
-    night = pd.read_parquet(require_partition(usecase, settings, day))
-    if night.empty:
-        raise MonitoringError(f"{usecase.name} {day}: the curated partition has no rows to judge")
-    first = judged_rows.drift_days(day, usecase.monitoring.current_days).first
-    earlier = etl.read_curated(usecase, settings, first, day - dt.timedelta(days=1))
-    rows = pd.concat([earlier, night], ignore_index=True) if len(earlier) else night
-    return rows.assign(**{PREDICTION: model.predict(rows[usecase.features.all]).to_numpy()})
+def scored_rows(usecase: UseCase, settings: Settings, night: dt.date) -> pd.DataFrame:
+    """The drift report's current data: the rows scored ahead in the trailing window that
+    ends on the night's newest scored day, as stored (features, prediction, version). The
+    use-case's last night scores nothing ahead: its window ends on the last day."""
+    newest = min(usecase.scored_day(night), usecase.end_date or dt.date.max)
+    days = judged_rows.drift_days(newest, usecase.monitoring.current_days)
+    rows = predictions.stored(usecase, settings, days)
+    if rows.empty:
+        raise MonitoringError(
+            f"{usecase.name} {night}: no predictions stored for {days}: the night's scoring "
+            "ahead has not run (score_ahead)"
+        )
+    return rows
+
+
+def judged_predictions(
+    usecase: UseCase, settings: Settings, night: dt.date
+) -> tuple[pd.DataFrame, judged_rows.Days]:
+    """The predictions the night's quality judges: those stored for the trailing window of
+    days whose labels have arrived, joined by key with those labels, each made ahead by a
+    version whose training window ends before its day. Returns them and the window."""
+    last = usecase.last_labelled_day(night)
+    days = judged_rows.drift_days(last, usecase.monitoring.current_days)
+    made = predictions.stored(usecase, settings, days)
+    labels = etl.read_curated(usecase, settings, days.first, days.last)
+    key, label = usecase.key, usecase.label.name
+    joined = made.merge(labels[[key, label]], on=key, how="inner")
+    window_ends = {
+        version: champion_facts(usecase, settings, version).window_end
+        for version in joined[MODEL_VERSION].astype(str).unique()
+    }
+    eligible = judged_rows.after_window(joined["day"], joined[MODEL_VERSION], window_ends)
+    return drift_report.labelled(joined[eligible], usecase), days
 
 
 def report_night(
-    usecase: UseCase, settings: Settings, day: dt.date, version: str, model=None
+    usecase: UseCase, settings: Settings, night: dt.date, version: str
 ) -> NightSummary:
-    """Reports of the night by `version` (the one that scored it), saved and recorded.
+    """Reports of the night by `version` (the champion that scored ahead tonight), saved and
+    recorded; nothing is re-scored.
 
-    Feature drift judges the trailing window. What judges the model's answers judges only
-    the window's days after the version's training window: the prediction's drift (against
-    the version's holdout predictions) and quality (none below
-    `monitoring.rule.min_labelled_rows` labelled rows).
-    Writes reports/<usecase>/<day>/{drift,quality}.{html,json} and summary.json, adds the
+    Feature drift judges the rows scored in the trailing window ending on the newest scored
+    day; the prediction's drift, those of them `version` made after its training window
+    (against its holdout predictions). Quality judges the stored predictions of the days whose
+    labels have arrived, each by the version that made it (none below
+    `monitoring.rule.min_labelled_rows`); the history row says which days and versions.
+    Writes reports/<usecase>/<night>/{drift,quality}.{html,json} and summary.json, adds the
     snapshots to the Evidently workspace, and replaces the night's drift-history row.
     """
     from driftline import dashboard
@@ -188,23 +214,26 @@ def report_night(
     monitoring = usecase.monitoring
     champion = champion_facts(usecase, settings, version)
     reference = split_reference(reference_sample(usecase, settings, champion))
-    model = model or registry.load_version(settings, usecase.training.registered_model, version)
-    current = current_rows(usecase, settings, day, model)
-    drift_days = judged_rows.drift_days(day, monitoring.current_days)
-    unseen = judged_rows.unseen_days(day, monitoring.current_days, champion.window_end)
-    event_time, timezone = usecase.event_time, usecase.timezone
-    judged_current = judged_rows.blank_outside(current, unseen, PREDICTION, event_time, timezone)
-    prediction_rows = int(judged_current[PREDICTION].notna().sum())
-    labelled = drift_report.labelled(
-        judged_rows.quality_rows(current, unseen, event_time, timezone, usecase.label.name),
-        usecase,
+    current = scored_rows(usecase, settings, night)
+    drift_days = judged_rows.Days(current["day"].min(), current["day"].max())
+    own = judged_rows.after_window(
+        current["day"], current[MODEL_VERSION], {version: champion.window_end}
     )
+    judged_current = current.assign(**{PREDICTION: current[PREDICTION].where(own)})
+    prediction_rows = int(own.sum())
+    labelled, label_days = judged_predictions(usecase, settings, night)
     judged = judged_rows.quality_judged(len(labelled), monitoring.rule.min_labelled_rows)
-    stamp = dt.datetime.combine(day, dt.time(23, 59), tzinfo=usecase.tz)
-    facts = {"night": day.isoformat(), "model_version": version}
+    quality_days = (
+        judged_rows.Days(labelled["day"].min(), labelled["day"].max()) if len(labelled) else None
+    )
+    quality_versions = {
+        str(v): int(n) for v, n in labelled[MODEL_VERSION].astype(str).value_counts().items()
+    }
+    stamp = dt.datetime.combine(night, dt.time(23, 59), tzinfo=usecase.tz)
+    facts = {"night": night.isoformat(), "model_version": version}
     drift = drift_report.drift_report(
         drift_report.drift_reference(reference.features, reference.predictions),
-        judged_current,
+        judged_current[[*usecase.scoring_columns, PREDICTION]],
         usecase,
         monitoring.tests,
         stamp,
@@ -213,27 +242,27 @@ def report_night(
             "drift_days": str(drift_days),
             "drift_rows": str(len(current)),
             "feature_reference": f"{len(reference.features)} training rows",
-            "prediction_days": str(unseen),
-            "prediction_rows": str(prediction_rows),
+            "prediction_rows": f"{prediction_rows} made by version {version}",
             "prediction_reference": f"{len(reference.predictions)} {reference.kind} predictions",
         },
     )
     quality = None
     if judged:
         quality = drift_report.quality_report(
-            labelled,
+            labelled[[*usecase.scoring_columns, PREDICTION, usecase.label.name]],
             usecase,
             stamp,
             metadata={
                 **facts,
-                "quality_days": str(unseen),
+                "quality_days": str(quality_days),
                 "quality_rows": str(len(labelled)),
-                "window_end": str(champion.window_end),
+                "labelled_days": str(label_days),
+                "made_by_versions": json.dumps(quality_versions, sort_keys=True),
             },
         )
     figures = drift_report.summarize(drift.dict(), quality.dict() if quality else None)
 
-    folder = settings.reports_dir(usecase.name, day)
+    folder = settings.reports_dir(usecase.name, night)
     html, json_path = drift_report.save(drift, folder, DRIFT)
     if quality is not None:
         drift_report.save(quality, folder, QUALITY)
@@ -242,17 +271,17 @@ def report_night(
             stale.unlink(missing_ok=True)
     history = DriftHistory(settings.history_url)
     try:
-        earlier = history.night(usecase.name, day)
+        earlier = history.night(usecase.name, night)
         runs = dashboard.record(
             settings,
             usecase,
-            day,
+            night,
             [drift, *([quality] if quality else [])],
             replace=earlier.evidently_runs if earlier else [],
         )
         summary = NightSummary(
             usecase=usecase.name,
-            day=day,
+            day=night,
             model_version=version,
             reference_md5=champion.reference_md5,
             rows=len(current),
@@ -266,10 +295,12 @@ def report_night(
             report_json=str(json_path),
             evidently_runs=runs,
             drift_first_day=drift_days.first,
-            quality_first_day=unseen.first if unseen else None,
-            quality_last_day=unseen.last if unseen else None,
+            drift_last_day=drift_days.last,
+            quality_first_day=quality_days.first if quality_days else None,
+            quality_last_day=quality_days.last if quality_days else None,
             quality_rows=len(labelled),
             quality_judged=judged,
+            quality_versions=quality_versions,
             prediction_rows=prediction_rows,
             prediction_reference=reference.kind,
         )
@@ -289,7 +320,7 @@ def report_night(
     log.info(
         "%s %s: version %s, drift share %.2f, drifted %s, ROC AUC %s (%s); report %s",
         usecase.name,
-        day,
+        night,
         version,
         figures.drift_share,
         figures.drifted_columns,
@@ -302,7 +333,7 @@ def report_night(
             "%s %s: version %s has no holdout predictions in its reference (trained before "
             "they were kept): the prediction's drift is judged against in-sample predictions",
             usecase.name,
-            day,
+            night,
             version,
         )
     return summary

@@ -86,9 +86,14 @@ def run(env: dict[str, str], tool: str, *args: str, timeout: int = 600):
 
 def curated_env(root: Path, source: Path, curated: Path, last_day: dt.date) -> dict[str, str]:
     """`airflow_env` + a curated store holding 1 January .. `last_day` 2013, copied from the
-    session's `curated_days`."""
-    from tests.conftest import copy_curated, sqlite_url
+    session's `curated_days`; the source is also where the home's default URL points, so
+    in-process calls (scoring ahead) read the same one as Airflow's tasks."""
+    from tests.conftest import copy_curated, repo_settings, sqlite_url
 
     env = airflow_env(root, sqlite_url(source))
-    copy_curated(curated, Path(env["DRIFTLINE_HOME"]), last_day)
+    home = Path(env["DRIFTLINE_HOME"])
+    copy_curated(curated, home, last_day)
+    default = Path(repo_settings(home).default_source_url("flights").removeprefix("sqlite:///"))
+    default.parent.mkdir(parents=True, exist_ok=True)
+    default.symlink_to(source)
     return env

@@ -1,8 +1,10 @@
-"""flights_monitoring through real Airflow: scoring, Evidently reports, the deferrable
-DriftSensor and the retraining it triggers; then the monitoring core's edge cases in-process.
+"""flights_monitoring through real Airflow: scoring ahead, Evidently reports on the stored
+predictions, the deferrable DriftSensor and the retraining it triggers; then the monitoring
+core's edge cases in-process.
 
-One state folder for the module, in order: no champion yet, a January champion, a night that
-fires, a quiet night, then a promotion and the bad inputs.
+One state folder for the module, in order: no champion yet, a January champion (which scores
+1..10 February ahead, night by night), a night that fires, a quiet night, then a promotion and
+the bad inputs.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import datetime as dt
 import hashlib
 import json
 import re
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -100,9 +101,16 @@ def test_without_a_champion_scoring_fails_with_a_clear_message(env, state):
 
 @pytest.fixture(scope="module")
 def champion(state) -> str:
+    """The January champion, and its predictions of 1..10 February, each made ahead on the
+    night before (31 January .. 9 February)."""
     settings, usecase = state
     request = training.TrainingRequest.from_conf({"window_end": "2013-01-31"}, usecase)
-    return training.train(usecase, settings, request)["version"]
+    version = training.train(usecase, settings, request)["version"]
+    night = dt.date(2013, 1, 31)
+    while night < dt.date(2013, 2, 10):
+        scoring.score_ahead(usecase, settings, night)
+        night += dt.timedelta(days=1)
+    return version
 
 
 def test_a_night_meeting_the_rule_triggers_training_with_the_evidence(env, state, champion):
@@ -128,9 +136,12 @@ def test_a_night_meeting_the_rule_triggers_training_with_the_evidence(env, state
     assert evidence["champion_holdout_roc_auc"] == pytest.approx(
         registry.version_info(settings, load_usecase("flights", settings), champion)
         ["metrics"]["roc_auc"])
-    # the January champion: quality on the trailing week (all after 31 January), the
-    # prediction against its holdout's predictions
+    # the January champion: quality on its predictions of the trailing week's days (made
+    # ahead, all after 31 January), the prediction against its holdout's predictions
     assert recorded.quality_days == Days(dt.date(2013, 2, 4), night) and recorded.quality_judged
+    assert recorded.quality_versions == {champion: recorded.quality_rows}
+    # the drift judges the rows scored ahead up to the night's own: 11 February
+    assert recorded.drift_days == Days(dt.date(2013, 2, 5), dt.date(2013, 2, 11))
     assert recorded.prediction_reference == PREDICTION_REFERENCE_HOLDOUT
     assert evidence["quality_basis"] == recorded.quality_basis()
     assert evidence["drift_basis"] == recorded.drift_basis()
@@ -157,7 +168,8 @@ def test_the_report_names_the_drifted_columns_and_the_workspace_has_one_point(st
     assert summary["drifted_columns"] == night.drifted_columns
     assert summary["model_version"] == champion
     assert summary["quality_basis"] == (
-        f"quality on {night.quality_rows:,} labelled rows of 2013-02-04..2013-02-10")
+        f"quality on {night.quality_rows:,} labelled predictions of 2013-02-04..2013-02-10 "
+        f"(made ahead by v{champion}: {night.quality_rows:,})")
 
     from evidently.ui.workspace import Workspace
 
@@ -171,7 +183,7 @@ def test_the_report_names_the_drifted_columns_and_the_workspace_has_one_point(st
     assert quality.metadata["quality_days"] == "2013-02-04..2013-02-10"
     assert quality.metadata["quality_rows"] == str(night.quality_rows)
     drift = workspace.get_run(project.id, night.evidently_runs[0])
-    assert drift.metadata["drift_days"] == "2013-02-04..2013-02-10"
+    assert drift.metadata["drift_days"] == "2013-02-05..2013-02-11"
     assert drift.metadata["prediction_reference"].endswith("holdout predictions")
 
 
@@ -184,45 +196,68 @@ def test_a_quiet_night_skips_the_trigger_and_stays_green(env, state, champion):
     assert list(training_runs(env)) == ["drift__2013-02-10"]  # nothing new
     recorded = monitoring.DriftHistory(settings.history_url).night("flights", night)
     assert recorded.decision == "skipped: quiet"
-    assert scoring.MODEL_VERSION in pd.read_parquet(settings.predictions_path("flights", night))
+    ahead = pd.read_parquet(settings.predictions_path("flights", night + dt.timedelta(days=1)))
+    assert set(ahead[scoring.MODEL_VERSION]) == {champion}
 
 
-def test_the_first_night_after_the_window_judges_the_model_on_that_night_only(state, champion):
-    """1 February, the January champion: six of the trailing week's days are training days.
-    Quality and the prediction's drift judge 1 February alone; the features the whole week."""
-    from sklearn.metrics import roc_auc_score
+def test_a_nights_quality_is_the_stored_predictions_on_the_late_labels(state, champion):
+    """1 February, the January champion: the trailing week's only stored predictions are
+    those of 1 February, made ahead on 31 January. The night's quality is exactly
+    scikit-learn's on those predictions and the day's labels, joined by key (not a
+    re-scoring); the features' drift covers the rows scored so far."""
+    from sklearn.metrics import log_loss, roc_auc_score
 
     settings, usecase = state
     night = dt.date(2013, 2, 1)
-    model = registry.load_version(settings, usecase.training.registered_model, champion)
-    summary = monitoring.report_night(usecase, settings, night, champion, model)
-    rows = pd.read_parquet(settings.partition_dir("flights", night) / etl.PARTITION_FILE)
-    labelled = rows[rows[usecase.label.name].notna()]
-    assert summary.drift_days == Days(dt.date(2013, 1, 26), night) and summary.rows > 5 * len(rows)
+    summary = monitoring.report_night(usecase, settings, night, champion)
+    made = pd.read_parquet(settings.predictions_path("flights", night))
+    labels = pd.read_parquet(settings.partition_dir("flights", night) / etl.PARTITION_FILE)
+    joined = made.merge(labels[["flight_id", "is_delayed"]], on="flight_id")
+    labelled = joined[joined["is_delayed"].notna()]
+    assert summary.drift_days == Days(night, dt.date(2013, 2, 2))
     assert summary.quality_days == Days(night, night)
-    assert (summary.quality_rows, summary.prediction_rows) == (len(labelled), len(rows))
-    assert summary.roc_auc == pytest.approx(roc_auc_score(
-        labelled[usecase.label.name], model.predict(labelled[usecase.features.all])))
+    assert summary.quality_versions == {champion: len(labelled)}
+    assert summary.quality_rows == len(labelled) < len(made)
+    assert summary.roc_auc == pytest.approx(
+        roc_auc_score(labelled["is_delayed"].astype(int), labelled[PREDICTION]), abs=1e-9)
+    assert summary.log_loss == pytest.approx(
+        log_loss(labelled["is_delayed"].astype(int), labelled[PREDICTION]), abs=1e-9)
     assert summary.prediction_reference == PREDICTION_REFERENCE_HOLDOUT
 
     # too few labelled rows after the window: "not judged yet", no figure, no quality report
     strict = usecase.monitoring.model_copy(update={"rule": usecase.monitoring.rule.model_copy(
         update={"min_labelled_rows": len(labelled) + 1})})
     strict = usecase.model_copy(update={"monitoring": strict})
-    unjudged = monitoring.report_night(strict, settings, night, champion, model)
+    unjudged = monitoring.report_night(strict, settings, night, champion)
     assert (unjudged.roc_auc, unjudged.log_loss, unjudged.quality_judged) == (None, None, False)
     folder = settings.reports_dir("flights", night)
     assert not (folder / "quality.html").exists() and len(unjudged.evidently_runs) == 1
     written = json.loads((folder / "summary.json").read_text())
     assert written["quality_basis"] == (
-        f"quality not judged yet: {len(labelled):,} labelled rows of 2013-02-01")
+        f"quality not judged yet: {len(labelled):,} labelled predictions of 2013-02-01 "
+        f"(made ahead by v{champion}: {len(labelled):,})")
     verdict, _ = monitoring.decide_night(strict, settings, night)
     assert verdict.decision == "skipped: quiet" and "quality not judged yet" in verdict.reason
 
 
+
+def test_a_day_whose_labels_have_not_arrived_is_not_judged(state, champion):
+    """A use-case whose outcomes arrive two days late: on the night of 5 February only the
+    predictions of 1..3 February are judged, though 4 and 5 February have predictions."""
+    settings, usecase = state
+    late = usecase.model_copy(update={"scoring": usecase.scoring.model_copy(
+        update={"label_delay_days": 2})})
+    night = dt.date(2013, 2, 5)
+    summary = monitoring.report_night(late, settings, night, champion)
+    assert summary.quality_days == Days(dt.date(2013, 2, 1), dt.date(2013, 2, 3))
+    on_time = monitoring.report_night(usecase, settings, night, champion)
+    assert on_time.quality_days == Days(dt.date(2013, 2, 1), night)
+    assert summary.quality_rows < on_time.quality_rows
+
+
 def test_the_last_holdout_night_judges_exactly_the_holdout(state, champion):
-    """7 February: the days judged for quality and for the prediction are the champion's
-    holdout days, so its quality is the holdout figure and its predictions are the
+    """7 February: the days judged for quality are the champion's holdout days, so its
+    quality is the holdout figure; on 6 February the predictions judged for drift are the
     reference's own population (drift against in-sample predictions was there by
     construction)."""
     settings, usecase = state
@@ -230,7 +265,10 @@ def test_the_last_holdout_night_judges_exactly_the_holdout(state, champion):
     summary = monitoring.report_night(usecase, settings, night, champion)
     assert summary.quality_days == Days(dt.date(2013, 2, 1), night)
     assert summary.roc_auc == pytest.approx(summary.champion_holdout_roc_auc)
-    assert PREDICTION not in summary.drifted_columns
+    # the night before: the rows scored ahead up to its next day are the holdout's
+    before = monitoring.report_night(usecase, settings, night - dt.timedelta(days=1), champion)
+    assert before.drift_days == Days(dt.date(2013, 2, 1), night)
+    assert PREDICTION not in before.drifted_columns
 
 
 def test_a_version_made_before_holdout_references_is_still_monitored_and_says_so(
@@ -257,37 +295,60 @@ def test_a_version_made_before_holdout_references_is_still_monitored_and_says_so
     source = client.get_model_version(name, champion).source
     old = str(client.create_model_version(name, source, run_id=run.info.run_id).version)
 
-    summary = monitoring.report_night(usecase, settings, dt.date(2013, 2, 9), old, model)
+    # the old version scores 9 February ahead (as champion for one night), then is judged
+    client.set_registered_model_alias(name, registry.CHAMPION, old)
+    try:
+        scoring.score_ahead(usecase, settings, dt.date(2013, 2, 8))
+        summary = monitoring.report_night(usecase, settings, dt.date(2013, 2, 8), old)
+    finally:
+        client.set_registered_model_alias(name, registry.CHAMPION, champion)
+        scoring.score_ahead(usecase, settings, dt.date(2013, 2, 8))
     assert summary.model_version == old
+    assert summary.prediction_rows == len(
+        pd.read_parquet(settings.predictions_path("flights", dt.date(2013, 2, 9))))
     assert summary.prediction_reference == PREDICTION_REFERENCE_TRAINING
     assert "vs in-sample training predictions (older version)" in summary.drift_basis()
     assert PREDICTION in summary.drifted_columns  # what in-sample predictions do to it
     assert summary.quality_judged and summary.roc_auc is not None  # quality does not need it
 
 
-def test_the_same_night_three_times_gives_identical_files_and_one_history_row(
+def test_the_same_night_three_times_replaces_its_predictions_in_both_stores(
     env, state, champion
 ):
-    """Once through Airflow (the DAGs' staged steps), twice in-process (the CLI's path)."""
+    """Once through Airflow (the DAGs' staged steps), twice in-process (the CLI's path): the
+    curated day is byte-identical, the next day's predictions are published once in the
+    Parquet partition and in the SQL table, with the same probabilities; one history row."""
+    from driftline.serving import predictions as published
+
     settings, usecase = state
-    night = dt.date(2013, 2, 12)
+    night, ahead = dt.date(2013, 2, 12), dt.date(2013, 2, 13)
     partition = settings.partition_dir("flights", night) / etl.PARTITION_FILE
-    predictions = settings.predictions_path("flights", night)
+    parquet = settings.predictions_path("flights", ahead)
     quiet = with_rule(env, QUIET)
     done = run(quiet, "airflow", "dags", "test", "flights_etl", run_date(night))
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     done, output = monitor(quiet, night)
     assert done.returncode == 0, output[-5000:]
-    first = {"partition": partition.read_bytes(), "predictions": predictions.read_bytes()}
+    first = {"partition": partition.read_bytes(), "scored": pd.read_parquet(parquet)}
+    assert len(first["scored"]) > 500
     quiet_usecase = parse_usecase(Path(quiet["DRIFTLINE_USECASES_DIR"]) / "flights.yaml")
     for _ in range(2):
         etl.run_day(usecase, settings, night, env["DRIFTLINE_FLIGHTS_SOURCE_URL"])
-        scored = scoring.score_day(usecase, settings, night)
+        scored = scoring.score_ahead(usecase, settings, night)
         monitoring.report_night(usecase, settings, night, scored.model_version)
         verdict, _ = monitoring.decide_night(quiet_usecase, settings, night)
         assert verdict.decision == "skipped: quiet"
         assert partition.read_bytes() == first["partition"]
-        assert predictions.read_bytes() == first["predictions"]
+        again = pd.read_parquet(parquet)
+        pd.testing.assert_frame_equal(
+            again.drop(columns="scored_at"), first["scored"].drop(columns="scored_at"))
+        assert again["scored_at"].iloc[0] > first["scored"]["scored_at"].iloc[0]  # replaced
+        table = published.published_rows(settings, "flights", ahead)
+        assert len(table) == len(first["scored"]) and table["key"].is_unique
+        assert set(table["model_version"]) == {champion}
+        by_key = table.set_index("key")["probability"]
+        expected = again.set_index(again["flight_id"].astype(str))[PREDICTION]
+        assert (by_key.loc[expected.index] == expected).all()
     assert history_rows(settings, night) == 1
     assert list(training_runs(env)) == ["drift__2013-02-10"]  # nothing new
 
@@ -299,8 +360,10 @@ def test_after_a_promotion_the_next_night_uses_the_new_champions_reference(state
     promoted = training.train(usecase, settings, request)
     assert promoted["promoted"] and promoted["version"] != champion
     night = dt.date(2013, 2, 14)
-    scored = scoring.score_day(usecase, settings, night)
+    assert not settings.partition_dir("flights", dt.date(2013, 2, 15)).exists()  # no outcome
+    scored = scoring.score_ahead(usecase, settings, night)
     summary = monitoring.report_night(usecase, settings, night, scored.model_version)
+    assert scored.day == dt.date(2013, 2, 15) and scored.model_version == promoted["version"]
     tags = registry.version_info(settings, usecase, promoted["version"])["run_tags"]
     old = registry.version_info(settings, usecase, champion)["run_tags"]
     assert summary.model_version == promoted["version"]
@@ -321,26 +384,38 @@ def test_a_missing_partition_is_awaited_then_named(state, champion):
     settings, usecase = state
     night = dt.date(2013, 2, 20)  # never loaded
     assert monitoring.partition_ready(usecase, settings, night) is False
+    # a use-case that scores the day it loads cannot score a day that was not loaded
+    loaded_day = usecase.model_copy(update={"scoring": usecase.scoring.model_copy(
+        update={"ahead": "loaded_day"})})
     with pytest.raises(scoring.MissingPartitionError, match="no curated partition for 2013-02-20"):
-        scoring.score_day(usecase, settings, night)
+        scoring.score_ahead(loaded_day, settings, night)
     storage.write_json({"success": False}, settings.validation_result_path("flights", night))
     with pytest.raises(monitoring.MonitoringError, match="ETL validation failed"):
         monitoring.partition_ready(usecase, settings, night)
 
 
-def test_an_empty_day_is_refused_with_its_date(state, champion):
+def test_rows_to_score_that_fail_the_features_suite_are_quarantined_apart(state, champion):
+    """The next day's source query finds no flight: the features-only suite refuses the
+    rows with their date; they are quarantined under scoring-checks/, nothing is published,
+    and the day's own ETL record is untouched (its load is judged on its own)."""
+    from driftline.validation import BatchValidationError
+
     settings, usecase = state
-    night = dt.date(2013, 2, 21)
-    source = settings.partition_dir("flights", dt.date(2013, 2, 14)) / etl.PARTITION_FILE
-    target = settings.partition_dir("flights", night) / etl.PARTITION_FILE
-    target.parent.mkdir(parents=True)
-    shutil.copyfile(source, target)
-    storage.write_parquet(pd.read_parquet(source).iloc[0:0], target)
-    scored = scoring.score_day(usecase, settings, night)
-    assert scored.rows == 0
-    with pytest.raises(monitoring.MonitoringError, match="2013-02-21: the curated partition has"):
-        monitoring.report_night(usecase, settings, night, scored.model_version)
-    assert history_rows(settings, night) == 0
+    query = usecase.source.queries["flights"] + " AND carrier = 'no such carrier'"
+    empty = usecase.model_copy(update={"source": usecase.source.model_copy(
+        update={"queries": {**usecase.source.queries, "flights": query}})})
+    night, ahead = dt.date(2013, 2, 21), dt.date(2013, 2, 22)
+    with pytest.raises(BatchValidationError) as refused:
+        scoring.score_ahead(empty, settings, night)
+    message = str(refused.value)
+    assert "batch for 2013-02-22 failed" in message and "flights_batch.features" in message
+    assert "expect_table_row_count_to_be_between" in message
+    checks = settings.scoring_checks_dir("flights", ahead)
+    assert refused.value.quarantine == checks
+    assert json.loads((checks / "validation.json").read_text())["success"] is False
+    assert not settings.validation_result_path("flights", ahead).exists()
+    assert not settings.quarantine_dir("flights", ahead).exists()
+    assert not settings.predictions_path("flights", ahead).exists()
 
 
 def test_a_champion_whose_model_fails_to_load_fails_scoring_and_keeps_its_alias(state, champion):
@@ -357,7 +432,7 @@ def test_a_champion_whose_model_fails_to_load_fails_scoring_and_keeps_its_alias(
         pickle.write_bytes(pickle.read_bytes()[:40])
     night = dt.date(2013, 2, 13)
     with pytest.raises(scoring.ScoringError) as failed:
-        scoring.score_day(usecase, settings, night)
-    assert f"{name} version {version} (champion) could not score 2013-02-13" in str(failed.value)
+        scoring.score_ahead(usecase, settings, night)
+    assert f"{name} version {version} (champion) could not score 2013-02-14" in str(failed.value)
     assert registry.alias_version(settings, name, registry.CHAMPION) == version
-    assert not settings.predictions_path("flights", night).exists()
+    assert not settings.predictions_path("flights", dt.date(2013, 2, 14)).exists()

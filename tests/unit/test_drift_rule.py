@@ -77,7 +77,7 @@ def unjudged(days_ago: int, share: float) -> NightSummary:
 def test_a_night_not_judged_yet_is_quiet_on_quality_and_says_so():
     verdict = judge(RULE, [unjudged(0, 0.1)], DAY, None)
     assert verdict.decision == QUIET
-    assert "quality not judged yet: 150 labelled rows of 2013-07-10" in verdict.reason
+    assert "quality not judged yet: 150 labelled predictions of 2013-07-10" in verdict.reason
 
 
 def test_a_night_not_judged_yet_can_still_fire_on_drift():
@@ -91,7 +91,7 @@ def test_a_quality_drop_names_the_rows_it_was_judged_on():
     low.quality_rows, low.quality_judged = 5432, True
     verdict = judge(RULE, [low], DAY, None)
     assert verdict.decision == FIRED
-    assert "(quality on 5,432 labelled rows of 2013-07-04..2013-07-10)" in verdict.reason
+    assert "(quality on 5,432 labelled predictions of 2013-07-04..2013-07-10)" in verdict.reason
 
 
 def test_the_verdict_names_each_rule_that_held():

@@ -130,21 +130,30 @@ def test_an_old_table_gets_the_new_columns_and_keeps_its_nights(history_url):
 
 def test_a_night_says_which_rows_it_judged():
     night = summary(7, 0.1)
-    night.drift_first_day, night.prediction_reference = dt.date(2013, 2, 1), "holdout"
+    night.drift_first_day, night.drift_last_day = dt.date(2013, 2, 2), dt.date(2013, 2, 8)
+    night.prediction_reference = "holdout"
     night.quality_first_day, night.quality_last_day = dt.date(2013, 2, 1), dt.date(2013, 2, 7)
     night.quality_rows, night.quality_judged, night.prediction_rows = 5432, True, 5600
-    assert night.drift_days == Days(dt.date(2013, 2, 1), dt.date(2013, 2, 7))
+    night.quality_versions = {"3": 4432, "2": 1000}
+    assert night.drift_days == Days(dt.date(2013, 2, 2), dt.date(2013, 2, 8))
     assert night.drift_basis() == (
-        "drift on 2013-02-01..2013-02-07 (900 rows); the prediction on its 5,600 rows of "
-        "2013-02-01..2013-02-07 vs the holdout's predictions")
-    assert night.quality_basis() == "quality on 5,432 labelled rows of 2013-02-01..2013-02-07"
-    night.quality_rows, night.quality_judged, night.roc_auc = 150, False, None
+        "drift on 2013-02-02..2013-02-08 (900 rows); the prediction on the 5,600 of them "
+        "version 1 made, vs the holdout's predictions")
     assert night.quality_basis() == (
-        "quality not judged yet: 150 labelled rows of 2013-02-01..2013-02-07")
+        "quality on 5,432 labelled predictions of 2013-02-01..2013-02-07 "
+        "(made ahead by v2: 1,000, v3: 4,432)")
+    night.quality_rows, night.quality_judged, night.roc_auc = 150, False, None
+    night.quality_versions = {"3": 150}
+    assert night.quality_basis() == (
+        "quality not judged yet: 150 labelled predictions of 2013-02-01..2013-02-07 "
+        "(made ahead by v3: 150)")
     night.quality_first_day = night.quality_last_day = None
-    assert "no day after the model's training window" in night.quality_basis()
-    assert "the prediction not judged: no day after the model's window" in night.drift_basis()
-    assert night.as_dict()["drift_first_day"] == "2013-02-01"  # JSON-ready
+    assert "no stored prediction of a day whose labels are in" in night.quality_basis()
+    night.prediction_rows = 0
+    assert "the prediction not judged: version 1 made none of them" in night.drift_basis()
+    assert night.as_dict()["drift_first_day"] == "2013-02-02"  # JSON-ready
+    night.drift_last_day = None  # a row recorded before scoring ahead: the night is the last
+    assert night.drift_days == Days(dt.date(2013, 2, 2), night.day)
 
 
 def test_a_fired_night_links_its_training_and_keeps_it_through_a_rerun(history):

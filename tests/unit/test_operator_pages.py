@@ -152,4 +152,4 @@ def test_history_page_says_which_rows_were_judged_and_which_night_is_not_judged_
                          quality_judged=False)
     page = views.history_page("flights", [night])
     assert "<td>not judged yet</td>" in page
-    assert "quality not judged yet: 150 labelled rows of 2013-02-01" in page
+    assert "quality not judged yet: 150 labelled predictions of 2013-02-01" in page
