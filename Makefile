@@ -26,8 +26,10 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 # in-process), then trains the first champion through Airflow.
 DEMO_DAYS := 2013-01-01 2013-01-02 2013-01-03
 DEMO_TRAINING := {"window_end": "2013-01-31", "window_days": 31, "reason": "make demo"}
-# Monitoring: 1..13 February in-process (the DAG's functions), then 14 February through
-# Airflow, where the drift sensor judges the rule and may trigger flights_training.
+# Monitoring: the nights of 31 January .. 13 February in-process (the DAG's functions: each
+# scores the next day ahead, then judges the stored predictions of the days whose labels are
+# in), then 14 February through Airflow, where the drift sensor judges the rule and may
+# trigger flights_training; that night publishes the predictions of 15 February.
 DEMO_MONITOR_LAST := 2013-02-14
 # The logical date of the nightly run that processes a day: midnight (New York) after it.
 RUN_AT = $(BIN)/python -c "import pendulum,sys; print(pendulum.parse(sys.argv[1], tz='America/New_York').add(days=1).isoformat())"
@@ -68,9 +70,9 @@ demo: install ## Seed the source DB, run the ETL, train a champion through Airfl
 	@echo '== flights_training $(DEMO_TRAINING)'
 	@$(BIN)/airflow dags test flights_training -c '$(DEMO_TRAINING)' \
 	  > $(DRIFTLINE_HOME)/demo-training.log 2>&1 || { tail -40 $(DRIFTLINE_HOME)/demo-training.log; exit 1; }
-	@echo "== driftline monitor 2013-02-01 .. 2013-02-13 (nightly monitoring without Airflow)"
-	@$(BIN)/driftline monitor --start 2013-02-01 --end 2013-02-13 | tail -3
-	@echo "== flights_monitoring for $(DEMO_MONITOR_LAST) (Airflow: score, report, DriftSensor, trigger)"
+	@echo "== driftline monitor 2013-01-31 .. 2013-02-13 (nightly monitoring without Airflow)"
+	@$(BIN)/driftline monitor --start 2013-01-31 --end 2013-02-13 | tail -4
+	@echo "== flights_monitoring for $(DEMO_MONITOR_LAST) (Airflow: score ahead, report, DriftSensor, trigger)"
 	@run_at=$$($(RUN_AT) $(DEMO_MONITOR_LAST)); \
 	  $(BIN)/airflow dags test flights_monitoring $$run_at > $(DRIFTLINE_HOME)/demo-monitoring.log 2>&1 \
 	    || { tail -40 $(DRIFTLINE_HOME)/demo-monitoring.log; exit 1; }
@@ -81,6 +83,8 @@ demo: install ## Seed the source DB, run the ETL, train a champion through Airfl
 	     || echo 'did not fire (see the decision above)')"
 	@echo "   reports: $(DRIFTLINE_HOME)/reports/flights/<day>/drift.html; Evidently UI: $(BIN)/evidently ui --workspace $(DRIFTLINE_HOME)/evidently"
 	$(BIN)/driftline status
+	@echo "== the next day's predictions, published before its flights leave (driftline predictions)"
+	@$(BIN)/driftline predictions --rows 3
 
 up: install ## Start Airflow (api-server, scheduler, dag-processor, triggerer), MLflow UI, Evidently UI
 	$(BIN)/driftline stack up

@@ -18,8 +18,8 @@ run's end (polled every 0.5 s); the task instances' own durations are reported t
 rest is the scheduler's (queueing, task start-up, sensors' pokes).
 
 Baseline, same run, same night, after `stack down`: a fresh Python process running the same
-core functions in-process (driftline.etl.run_day, scoring.score_day, monitoring.report_night,
-monitoring.decide_night), wall time; the functions' own time is reported too. It runs after
+core functions in-process (driftline.etl.run_day, scoring.score_ahead,
+monitoring.report_night, monitoring.decide_night), wall time; the functions' own time is reported too. It runs after
 Airflow, so it replaces the night's outputs (a little more work than Airflow had to do).
 
 Parse: each dags/*.py parsed alone in a fresh process by the dag-processor's bag
@@ -90,8 +90,8 @@ def child_inproc(night: dt.date) -> None:
         etl.run_day(usecase, settings, night)
     steps["run_day"] = step.seconds
     with timed() as step:
-        scored = scoring.score_day(usecase, settings, night)
-    steps["score_day"] = step.seconds
+        scored = scoring.score_ahead(usecase, settings, night)
+    steps["score_ahead"] = step.seconds
     with timed() as step:
         monitoring.report_night(usecase, settings, night, scored.model_version)
     steps["report_night"] = step.seconds
@@ -293,7 +293,8 @@ def main() -> None:
             force_promote=True,
         )
         night = request.holdout_end + dt.timedelta(days=1)
-        seed_source(usecase, url, first=request.window_start, last=night)
+        # through the day after the night: the night scores it ahead
+        seed_source(usecase, url, first=request.window_start, last=night + dt.timedelta(days=1))
         with timed() as backfill:
             for day in days(request.window_start, request.holdout_end):
                 etl.run_day(usecase, settings, day, url)

@@ -1,7 +1,8 @@
 """Nightly monitoring DAGs: one `<usecase>_monitoring` per use-case with a `training` section.
 
-The champion scores the night, Evidently judges drift against the champion's own training
-reference, and the drift sensor starts `<usecase>_training` when the rule holds.
+The champion scores the coming day ahead and publishes the predictions, Evidently judges
+drift and the stored predictions of the labelled days against the champion's own reference,
+and the drift sensor starts `<usecase>_training` when the rule holds.
 Wiring only: the work is in `driftline.scoring` and `driftline.monitoring`.
 """
 
@@ -14,23 +15,29 @@ from airflow.sdk import DAG, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from drift_sensor import DriftSensor
-from driftline.config import Settings, UseCase, list_usecases
+from driftline.config import PREDICTIONS_URL_ENV, Settings, UseCase, list_usecases
 from driftline_defaults import default_args, nightly, with_links
 from driftline_ui import DriftReportLink, QualityReportLink
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(minutes=30))
 
 DOC = """
-### {name}: nightly scoring, drift report and the drift sensor
+### {name}: scoring ahead, drift report and the drift sensor
 
-Each run covers the same **{tz}** day as the `{name}_etl` run of its date. It
+Each run is the night after the same **{tz}** day as the `{name}_etl` run of its date. It
 
-1. **wait_for_partition**: waits (rescheduling, no slot held) for the day's curated partition;
-2. **score_day**: the `champion` of `{model}` scores the day; predictions are written to
-   `{predictions}` with the model version that made them;
-3. **report_drift**: Evidently compares the day ({current} day(s) up to it) with the champion's
-   own training reference: drift of the features and of the prediction, and ROC AUC / log loss
-   on the labelled flights. HTML + JSON in `{reports}/<day>/`, the figures in the drift history
+1. **wait_for_partition**: waits (rescheduling, no slot held) for the day's curated partition
+   (the day's labels: {labels});
+2. **score_ahead**: the `champion` of `{model}` scores {ahead}, before their outcome exists.
+   The rows pass the features-only suite first (refused: quarantined in `{checks}/<day>/`);
+   the predictions are published, replacing an earlier run's: a Parquet partition in
+   `{predictions}` and the table `predictions` of `{predictions_db}`, each row with the key, the
+   probability, the model version and when it was scored;
+3. **report_drift**: Evidently compares the rows scored ahead ({current} day(s) up to the newest)
+   with the champion's own training reference: drift of the features and of the prediction;
+   and judges the stored predictions of the days whose labels have arrived (ROC AUC / log
+   loss), each as made, by the version that made it: nothing is re-scored. HTML + JSON in
+   `{reports}/<day>/`, the figures and the days and versions they judged in the drift history
    (`driftline history`), the snapshots in the Evidently workspace `{workspace}`;
 4. **drift_sensor**: the rule: drift share >= {share} on {k} of the last {n} nights{quality};
    cool-down {cooldown} days since the last retraining; never after a failed validation.
@@ -42,8 +49,10 @@ Each run covers the same **{tz}** day as the `{name}_etl` run of its date. It
 **When it fails**
 - *wait_for_partition*: the day's ETL has not loaded it (or its validation failed: see the
   quarantine); fix and rerun `{name}_etl` for the day, then clear this run.
-- *score_day*: no champion yet (train one: trigger `{name}_training`), or the champion could
-  not be loaded (the message names the version; the alias is untouched).
+- *score_ahead*: no champion yet (train one: trigger `{name}_training`); the rows to score
+  were refused (the message names every failed expectation; they are quarantined, nothing
+  was published); or the champion could not be loaded (the message names the version; the
+  alias is untouched).
 - *report_drift*: the day has no rows, or the champion has no reference; the message says which.
 - A rerun of a night replaces its predictions, reports and history row, and does not start a
   second retraining for it.
@@ -71,6 +80,18 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
             tz=usecase.timezone,
             model=usecase.training.registered_model,
             predictions=settings.predictions_path(usecase.name, dt.date.min).parent.parent,
+            predictions_db=f"${PREDICTIONS_URL_ENV} (unset: {settings.home / 'predictions.db'})",
+            checks=settings.scoring_checks_dir(usecase.name, dt.date.min).parent,
+            labels=(
+                "with the day's ETL"
+                if usecase.scoring.label_delay_days == 0
+                else f"{usecase.scoring.label_delay_days} day(s) after it"
+            ),
+            ahead=(
+                "the next day's rows, read from the source with their features"
+                if usecase.scoring.ahead == "next_day"
+                else "the day just loaded"
+            ),
             current=monitoring.current_days,
             reports=settings.reports_dir(usecase.name, dt.date.min).parent,
             workspace=settings.evidently_workspace,
@@ -96,19 +117,24 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
                 raise AirflowFailException(str(exc)) from exc
 
         @task
-        def score_day(day: str) -> dict:
+        def score_ahead(day: str) -> dict:
             from driftline import scoring
+            from driftline.validation import BatchRejectedError
 
             try:
-                return scoring.score_day(usecase, settings, dt.date.fromisoformat(day)).as_dict()
-            except (scoring.NoChampionError, scoring.MissingPartitionError) as exc:
+                return scoring.score_ahead(usecase, settings, dt.date.fromisoformat(day)).as_dict()
+            except (
+                scoring.NoChampionError,
+                scoring.MissingPartitionError,
+                BatchRejectedError,
+            ) as exc:
                 raise AirflowFailException(str(exc)) from exc
 
         @task
         def report_drift(scored: dict) -> dict:
             from driftline import monitoring as night
 
-            day = dt.date.fromisoformat(scored["day"])
+            day = dt.date.fromisoformat(scored["night"])
             try:
                 summary = night.report_night(usecase, settings, day, scored["model_version"])
             except night.MonitoringError as exc:
@@ -132,7 +158,7 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
             skip_when_already_exists=True,  # a rerun of the night starts no second training
             openlineage_inject_parent_info=False,  # the training DAG refuses unknown conf keys
         )
-        scored = score_day(day)
+        scored = score_ahead(day)
         wait_for_partition(day) >> scored
         reported = report_drift(scored)
         with_links(

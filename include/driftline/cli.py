@@ -276,15 +276,18 @@ def train(
 )
 @pass_context
 def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) -> None:
-    """Score, report and judge each night in a range, in-process (the monitoring DAG's steps).
+    """Score ahead, report and judge each night in a range, in-process (the monitoring DAG's
+    steps).
 
     Without --retrain the champion stays as it is and a firing night only starts the cool-down.
     """
     from driftline import monitoring, registry, scoring, training
+    from driftline.validation import BatchRejectedError
 
     usecase, settings = ctx.usecase, ctx.settings
     loaded: tuple[str, object] | None = None
     fired = []
+    published = None
     click.echo(f"{'night':<10} {'version':>7} {'rows':>5} {'drift':>6} {'roc_auc':>7}  decision")
     for day in _days(start.date(), end.date()):
         version = scoring.champion_version(usecase, settings)
@@ -293,11 +296,16 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
             loaded = (version, model)
         try:
             monitoring.partition_ready(usecase, settings, day)  # names a quarantined night
-            scored = scoring.score_day(usecase, settings, day, loaded)
-            summary = monitoring.report_night(usecase, settings, day, scored.model_version, model)
-        except (scoring.MissingPartitionError, monitoring.MonitoringError) as exc:
+            scored = scoring.score_ahead(usecase, settings, day, loaded)
+            summary = monitoring.report_night(usecase, settings, day, scored.model_version)
+        except (
+            scoring.MissingPartitionError,
+            monitoring.MonitoringError,
+            BatchRejectedError,
+        ) as exc:
             click.echo(f"{day}  not judged: {exc}")
             continue
+        published = scored if scored.path else published
         verdict, night = monitoring.decide_night(usecase, settings, day)
         click.echo(
             f"{day} {version:>7} {summary.rows:>5} {summary.drift_share:>6.2f} "
@@ -316,7 +324,62 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
                     f"{'promoted' if result['promoted'] else 'not promoted'} ({result['reason']})"
                 )
     click.echo(f"reports in {settings.reports_dir(usecase.name, dt.date.min).parent}")
+    if published is not None:
+        click.echo(_published_where(settings, published))
     click.echo(f"the rule fired on {len(fired)} night(s): {', '.join(map(str, fired)) or 'none'}")
+
+
+def _published_days(usecase: UseCase, settings: Settings) -> list[dt.date]:
+    """The days with a published Parquet partition of predictions, in order."""
+    folder = settings.predictions_path(usecase.name, dt.date.min).parent.parent
+    found = folder.glob(f"date=*/{settings.predictions_path(usecase.name, dt.date.min).name}")
+    return sorted(dt.date.fromisoformat(p.parent.name.removeprefix("date=")) for p in found)
+
+
+def _published_where(settings, scored) -> str:  # noqa: ANN001 - Settings, scoring.ScoredDay
+    from driftline.etl import masked_url
+
+    return (
+        f"predictions of {scored.day} ({scored.rows} rows, version {scored.model_version}) "
+        f"published to {scored.path} and the table predictions of "
+        f"{masked_url(settings.predictions_url)}"
+    )
+
+
+@main.command("predictions")
+@click.option("--day", type=DATE, help="The day scored (default: the newest one published).")
+@click.option("--rows", "shown", type=int, default=5, show_default=True, help="Rows to show.")
+@pass_context
+def show_predictions(ctx: _Context, day: dt.datetime | None, shown: int) -> None:
+    """The predictions published for a day: where, by which version, when; a few rows."""
+    from driftline.etl import masked_url
+    from driftline.serving import predictions
+
+    usecase, settings = ctx.usecase, ctx.settings
+    days = _published_days(usecase, settings)
+    if not days:
+        raise click.ClickException(
+            "no predictions published yet: the monitoring DAG's score_ahead (or `driftline "
+            "monitor`) publishes them"
+        )
+    chosen = day.date() if day else days[-1]
+    table = predictions.published_rows(settings, usecase.name, chosen)
+    if table.empty:
+        raise click.ClickException(
+            f"no predictions of {chosen} in {masked_url(settings.predictions_url)} (published "
+            f"days: {days[0]} .. {days[-1]})"
+        )
+    versions = ", ".join(
+        f"v{v}: {n}" for v, n in table["model_version"].value_counts().sort_index().items()
+    )
+    click.echo(
+        f"{usecase.name} {chosen}: {len(table)} predictions ({versions}), scored "
+        f"{table['scored_at'].min()}"
+    )
+    click.echo(f"  SQL      table predictions of {masked_url(settings.predictions_url)}")
+    click.echo(f"  Parquet  {settings.predictions_path(usecase.name, chosen)}")
+    columns = ["key", "event_time", "probability", "model_version"]
+    click.echo(table.sort_values("event_time")[columns].head(shown).to_string(index=False))
 
 
 @main.command()
@@ -696,6 +759,14 @@ def _monitoring_status(usecase: UseCase, settings: Settings) -> None:
     finally:
         ledger.dispose()
     reports = settings.reports_dir(usecase.name, dt.date.min).parent
+    published = _published_days(usecase, settings)
+    if published:
+        click.echo(
+            f"  predictions        {len(published)} days ({published[0]} .. {published[-1]}): "
+            f"{settings.predictions_path(usecase.name, dt.date.min).parent.parent} and the "
+            f"table predictions of {masked_url(settings.predictions_url)} (`driftline "
+            "predictions`)"
+        )
     if not nights:
         click.echo("  monitoring         no night monitored yet")
         return

@@ -1,14 +1,17 @@
 """A year replayed night by night under one retraining policy, with the DAGs' own functions.
 
-Each night is what flights_monitoring does (score the day with the champion, the Evidently
-reports, the drift rule's verdict), then the policy decides whether flights_training runs
-(`training.train`: DVC snapshot, `dvc repro`, MLflow registration, the champion/challenger
-gate). No scheduler: a night costs its work, not Airflow's.
+Each night is what flights_monitoring does (the champion scores the next day ahead, the
+Evidently reports judge the stored predictions, the drift rule's verdict), then the policy
+decides whether flights_training runs (`training.train`: DVC snapshot, `dvc repro`, MLflow
+registration, the champion/challenger gate). A version promoted after night N scores from
+night N+1 on, so its first predictions are of day N+2, as in Airflow. No scheduler: a night
+costs its work, not Airflow's.
 
 Every policy replays in a home of its own (its MLflow store, DVC workspace, drift history,
 predictions and reports); the curated store is shared, read-only, through a link. The first
-champion is trained on the days before the first night (its holdout ends the night before),
-so no policy sees a label before the night it is scored on.
+champion is trained on the days before the first night (its holdout ends the night before)
+and scores the first night's day ahead, as the night before it would have; a night's quality
+is that of the predictions made ahead for its day, so none was made after its label existed.
 """
 
 from __future__ import annotations
@@ -24,18 +27,20 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-import pandas as pd
-
-from driftline import evaluation, monitoring, registry, scoring, training
+from driftline import etl, evaluation, monitoring, registry, scoring, training
 from driftline.config import (
     DVC_REMOTE_ENV,
     HISTORY_URL_ENV,
     MLFLOW_ARTIFACTS_ENV,
     PREDICTION,
+    PREDICTIONS_URL_ENV,
     Settings,
     UseCase,
 )
 from driftline.drift_rule import Verdict
+from driftline.judged_rows import Days
+from driftline.serving import predictions
+from driftline.validation import BatchRejectedError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ NIGHTS_FILE = "nights.csv"
 DAG_ID = "driftline-replay"
 # Stores that would otherwise come from the environment and be shared by every policy
 # (besides MLFLOW_TRACKING_URI, which the base settings hold).
-SHARED_STORE_ENVS = (HISTORY_URL_ENV, DVC_REMOTE_ENV, MLFLOW_ARTIFACTS_ENV)
+SHARED_STORE_ENVS = (HISTORY_URL_ENV, DVC_REMOTE_ENV, MLFLOW_ARTIFACTS_ENV, PREDICTIONS_URL_ENV)
 
 
 class ReplayError(RuntimeError):
@@ -58,10 +63,10 @@ class NightRecord:
 
     policy: str
     night: dt.date
-    champion_version: str
+    champion_version: str  # the version that made the night's predictions (ahead)
     rows: int
     labelled: int
-    roc_auc: float | None  # the champion on the night's own real labels
+    roc_auc: float | None  # those predictions on the night's own real labels
     log_loss: float | None
     drift_share: float  # the night's drift report (current: the configured trailing days)
     decision: str  # the drift rule's verdict (acted on by the `drift` policy only)
@@ -115,11 +120,18 @@ def policy_settings(base: Settings, out: Path, policy: str, usecase: UseCase) ->
     for folder in (base.curated_dir(usecase.name), base.home / "validations" / usecase.name):
         if not folder.is_dir():
             raise ReplayError(f"{folder} does not exist: load the year first (`driftline etl`)")
-        link = settings.home / folder.relative_to(base.home)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            link.symlink_to(folder, target_is_directory=True)
+        _link(folder, settings.home / folder.relative_to(base.home))
+    # the next day is scored ahead from the source: the home's SQLite file, if it has one (a
+    # source URL in the environment is read by every policy alike)
+    if base.source_dir.is_dir():
+        _link(base.source_dir, settings.source_dir)
     return settings
+
+
+def _link(folder: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(folder, target_is_directory=True)
 
 
 def first_request(usecase: UseCase, start: dt.date) -> training.TrainingRequest:
@@ -161,14 +173,20 @@ def retraining_request(
     return training.TrainingRequest.from_conf(conf, usecase)
 
 
-def night_quality(usecase: UseCase, predictions: Path) -> tuple[int, dict[str, float] | None]:
-    """The champion's quality on the night's own labelled rows (None: too few to judge)."""
-    scored = pd.read_parquet(predictions)
-    known = scored[scored[usecase.label.name].notna()]
+def night_quality(
+    usecase: UseCase, settings: Settings, night: dt.date
+) -> tuple[str, int, int, dict[str, float] | None]:
+    """The predictions made ahead for the night's day, on its labels: (the versions that made
+    them, rows, labelled rows, quality; None when too few are labelled to judge)."""
+    made = predictions.stored(usecase, settings, Days(night, night))
+    labels = etl.read_curated(usecase, settings, night, night)[[usecase.key, usecase.label.name]]
+    joined = made.merge(labels, on=usecase.key, how="inner")
+    versions = ",".join(sorted(made[predictions.MODEL_VERSION].astype(str).unique()))
+    known = joined[joined[usecase.label.name].notna()]
     if len(known) < usecase.monitoring.rule.min_labelled_rows:
-        return len(known), None
+        return versions, len(made), len(known), None
     y_true = known[usecase.label.name].astype(int).to_numpy()
-    return len(known), evaluation.quality(y_true, known[PREDICTION].to_numpy())
+    return versions, len(made), len(known), evaluation.quality(y_true, known[PREDICTION].to_numpy())
 
 
 def recorded_nights(path: Path) -> list[NightRecord]:
@@ -189,6 +207,14 @@ def _append(path: Path, record: NightRecord) -> None:
         writer.writerow(asdict(record))
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _night_before(usecase: UseCase, day: dt.date) -> dt.date:
+    """The night that scores `day` ahead."""
+    night = day
+    while usecase.scored_day(night) > day:
+        night -= dt.timedelta(days=1)
+    return night
 
 
 def _nights(start: dt.date, end: dt.date) -> Iterator[dt.date]:
@@ -258,6 +284,8 @@ def _replay(
             result["version"],
             time.perf_counter() - began,
         )
+        # the night before the first: the first champion scores the first night's day ahead
+        scoring.score_ahead(usecase, settings, _night_before(usecase, start))
     name = usecase.training.registered_model
     loaded: tuple[str, object] | None = None
     resume = records[-1].night + dt.timedelta(days=1) if records else start
@@ -267,18 +295,22 @@ def _replay(
         if loaded is None or loaded[0] != version:
             loaded = (version, registry.load_version(settings, name, version))
         try:
-            scored = scoring.score_day(usecase, settings, night, loaded)
-            summary = monitoring.report_night(usecase, settings, night, version, loaded[1])
-        except (scoring.MissingPartitionError, monitoring.MonitoringError) as exc:
+            scoring.score_ahead(usecase, settings, night, loaded)
+            summary = monitoring.report_night(usecase, settings, night, version)
+        except (
+            scoring.MissingPartitionError,
+            monitoring.MonitoringError,
+            BatchRejectedError,
+        ) as exc:
             log.warning("%s %s: not judged: %s", policy, night, exc)
             continue
         verdict, judged = monitoring.decide_night(usecase, settings, night)
-        labelled, quality = night_quality(usecase, scored.path)
+        made_by, rows, labelled, quality = night_quality(usecase, settings, night)
         record = NightRecord(
             policy=policy,
             night=night,
-            champion_version=version,
-            rows=scored.rows,
+            champion_version=made_by,
+            rows=rows,
             labelled=labelled,
             roc_auc=quality["roc_auc"] if quality else None,
             log_loss=quality["log_loss"] if quality else None,

@@ -93,6 +93,7 @@ COOLDOWN_DAYS = 3  # from the champion's window end, or the last firing if later
 # cool-down of the 5th's firing).
 FIRST_CHAMPION = {"window_end": "2013-01-02", "window_days": 2, "reason": "first champion"}
 FIRING_NIGHT = dt.date(2013, 1, 5)
+ONE_DAY = dt.timedelta(days=1)  # a night scores the next day ahead
 SENSOR_RUN = f"drift__{FIRING_NIGHT}"
 SENSOR_WINDOW = {"window_end": "2013-01-03", "window_days": 2}
 NEXT_NIGHT = dt.date(2013, 1, 6)
@@ -500,10 +501,12 @@ def test_a_month_goes_on_through_the_scheduler(stack, api):
     assert answer.status_code == 200, answer.text
     assert answer.json()["version"] == champion and len(answer.json()["predictions"]) == 5
 
-    # the next night is scored by the champion the rollback restored; inside the cool-down
+    # the next night scores its next day ahead with the champion the rollback restored;
+    # inside the cool-down
     next_run = monitor(api, home, NEXT_NIGHT)
     assert api.task_states(MONITORING, next_run)["trigger_retraining"] == "skipped"
-    scored = pd.read_parquet(settings.predictions_path("flights", NEXT_NIGHT))
+    assert not (settings.partition_dir("flights", NEXT_NIGHT + ONE_DAY)).exists()  # no outcome
+    scored = pd.read_parquet(settings.predictions_path("flights", NEXT_NIGHT + ONE_DAY))
     assert set(scored["model_version"].astype(str)) == {champion}
     TIMINGS["next night"] = time.monotonic() - began
 
@@ -553,7 +556,7 @@ def test_a_month_goes_on_through_the_scheduler(stack, api):
     assert sorted(rows) == [FIRING_NIGHT, NEXT_NIGHT]
     fired, after = rows[FIRING_NIGHT], rows[NEXT_NIGHT]
     assert (fired.model_version, fired.decision) == ("1", "fired"), fired
-    fired_scores = pd.read_parquet(settings.predictions_path("flights", FIRING_NIGHT))
+    fired_scores = pd.read_parquet(settings.predictions_path("flights", FIRING_NIGHT + ONE_DAY))
     assert set(fired_scores["model_version"].astype(str)) == {"1"}
     assert "drift share" in fired.fired_by, fired
     assert fired.training_run == f"{TRAINING}/{SENSOR_RUN}", fired

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline import etl, registry, training
+from driftline import etl, registry, scoring, training
 from driftline.config import load_usecase
 from tests.conftest import repo_settings
 from tests.integration.conftest import BIN, curated_env, run
@@ -98,9 +98,12 @@ def test_the_registered_model_predicts_in_a_venv_of_its_own_requirements(state, 
         f"models:/{MODEL}/1", dst_path=str(tmp_path / "model")))
     requirements = (model_dir / "requirements.txt").read_text()
     assert "driftline" not in requirements and "xgboost==" in requirements
-    rows = etl.read_curated(usecase, settings, dt.date(2013, 2, 1), dt.date(2013, 2, 1))
+    # the batch scoring: the champion (version 1) scores 1 February ahead
+    scored = scoring.score_ahead(usecase, settings, dt.date(2013, 1, 31))
+    assert (scored.model_version, scored.day) == ("1", dt.date(2013, 2, 1))
+    rows = pd.read_parquet(scored.path)
     rows[usecase.features.all].to_parquet(tmp_path / "rows.parquet")
-    expected = registry.load_version(settings, MODEL, "1").predict(rows[usecase.features.all])
+    expected = rows["prediction"]
 
     venv, uv = tmp_path / "venv", str(BIN / "uv")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
@@ -236,23 +239,39 @@ def scoring_server(env: dict[str, str]):
         server.wait(timeout=30)
 
 
-def test_rollback_returns_the_champion_to_previous_and_records_it(env, state):
-    """... and the scoring server's next answer comes from the restored champion."""
+def published_ahead(settings, usecase, night: dt.date) -> pd.DataFrame:
+    """The champion's batch scoring of the night's next day, as published (20 rows)."""
+    return pd.read_parquet(scoring.score_ahead(usecase, settings, night).path).head(20)
+
+
+def test_the_server_follows_a_promotion_and_a_rollback_with_the_batch_probabilities(env, state):
+    """A promotion through flights_training, then `driftline rollback`, while the scoring
+    server runs: the very next request is answered by the new champion, naming it, with the
+    probabilities the batch scoring published for the same rows."""
     settings, usecase = state
-    before = aliases(settings)
-    if before["previous"] is None:  # version 2 was not promoted: promote it by force
+    night = dt.date(2013, 2, 1)
+    with scoring_server(env) as url:
+        def ask(rows: pd.DataFrame) -> dict:
+            split = json.loads(rows[usecase.features.all].to_json(orient="split", index=False))
+            answer = httpx.post(f"{url}/invocations", json={"dataframe_split": split}, timeout=60)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        first = aliases(settings)["champion"]
+        published = published_ahead(settings, usecase, night)
+        answer = ask(published)
+        assert (answer["version"], answer["model"]) == (first, MODEL)
+        np.testing.assert_allclose(answer["predictions"], published["prediction"], rtol=1e-6)
+
         done = trigger(env, {"window_end": "2013-02-07", "window_days": 14,
                              "reason": "forced", "force_promote": True})
         assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
         before = aliases(settings)
-    rows = etl.read_curated(usecase, settings, dt.date(2013, 2, 2), dt.date(2013, 2, 2)).head(20)
-    features = rows[usecase.features.all]
-    body = {"dataframe_split": json.loads(features.to_json(orient="split", index=False))}
-    with scoring_server(env) as url:
-        answer = httpx.post(f"{url}/invocations", json=body, timeout=60).json()
-        assert answer["version"] == before["champion"] and answer["model"] == MODEL
-        batch = registry.load_version(settings, MODEL, before["champion"]).predict(features)
-        np.testing.assert_allclose(answer["predictions"], batch, rtol=1e-6)
+        assert before["champion"] != first and before["previous"] == first
+        published = published_ahead(settings, usecase, night)
+        answer = ask(published)  # the very next request
+        assert answer["version"] == before["champion"]
+        np.testing.assert_allclose(answer["predictions"], published["prediction"], rtol=1e-6)
 
         done = run(env, "driftline", "rollback", "--reason", "bad predictions at JFK")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -260,10 +279,11 @@ def test_rollback_returns_the_champion_to_previous_and_records_it(env, state):
         assert (after["champion"], after["previous"]) == (before["previous"], before["champion"])
         restored = registry.version_info(settings, usecase, after["champion"])["tags"]
         assert "bad predictions at JFK" in restored["rollback.restored"]
-        answer = httpx.post(f"{url}/invocations", json=body, timeout=60).json()
-        assert answer["version"] == after["champion"]  # the very next request
+        answer = ask(published)
+        assert answer["version"] == after["champion"] == first
         assert httpx.get(f"{url}/version").json()["version"] == after["champion"]
 
+        features = published[usecase.features.all]
         # bad input: a 4xx that names the column
         missing = {"dataframe_split": json.loads(
             features.drop(columns=["carrier"]).to_json(orient="split", index=False))}
@@ -316,20 +336,19 @@ def test_a_window_with_too_few_labelled_rows_is_refused(state):
         training.snapshot_window(usecase, settings, request)
 
 
-def test_the_champion_scores_a_night_into_a_versioned_partition(state):
-    import pandas as pd
-
-    from driftline.scoring import MissingPartitionError, score_day
+def test_the_champion_scores_the_next_day_ahead_into_a_versioned_partition(state):
+    from driftline.serving.predictions import published_rows
 
     settings, usecase = state
     champion = registry.alias_version(settings, MODEL, registry.CHAMPION)
-    scored = score_day(usecase, settings, dt.date(2013, 2, 10))
+    night, ahead = dt.date(2013, 2, 9), dt.date(2013, 2, 10)
+    scored = scoring.score_ahead(usecase, settings, night)
     predictions = pd.read_parquet(scored.path)
-    curated = etl.read_curated(usecase, settings, dt.date(2013, 2, 10), dt.date(2013, 2, 10))
-    assert scored.model_version == champion and len(predictions) == len(curated) == scored.rows
+    curated = etl.read_curated(usecase, settings, ahead, ahead)
+    assert scored.day == ahead and scored.model_version == champion
+    assert len(predictions) == len(curated) == scored.rows
+    assert set(predictions.columns) == {
+        *usecase.scoring_columns, "prediction", "model_version", "scored_at"}
     assert set(predictions["model_version"]) == {champion}
     assert predictions["prediction"].between(0, 1).all()
-    before = scored.path.read_bytes()
-    assert score_day(usecase, settings, dt.date(2013, 2, 10)).path.read_bytes() == before
-    with pytest.raises(MissingPartitionError, match="run flights_etl for it"):
-        score_day(usecase, settings, dt.date(2013, 3, 1))
+    assert len(published_rows(settings, "flights", ahead)) == scored.rows
