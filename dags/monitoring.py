@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import DAG, dag, task
+from airflow.sdk import DAG, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from drift_sensor import DriftSensor
@@ -52,7 +52,8 @@ Each run is the night after the same **{tz}** day as the `{name}_etl` run of its
 - *score_ahead*: no champion yet (train one: trigger `{name}_training`); the rows to score
   were refused (the message names every failed expectation; they are quarantined, nothing
   was published); or the champion could not be loaded (the message names the version; the
-  alias is untouched).
+  alias is untouched). The night is still reported and judged, and *not_scored_ahead* turns
+  red so that the run does too; once the source is fixed, clear score_ahead (downstream too).
 - *report_drift*: the day has no rows, or the champion has no reference; the message says which.
 - A rerun of a night replaces its predictions, reports and history row, and does not start a
   second retraining for it.
@@ -130,16 +131,27 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
             ) as exc:
                 raise AirflowFailException(str(exc)) from exc
 
-        @task
-        def report_drift(scored: dict) -> dict:
+        # also after a failed score_ahead: tonight's labels are judged even when tomorrow's
+        # rows were refused (that task stays red, so the run does too)
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def report_drift(day: str) -> dict:
             from driftline import monitoring as night
+            from driftline.scoring import NoChampionError
 
-            day = dt.date.fromisoformat(scored["night"])
             try:
-                summary = night.report_night(usecase, settings, day, scored["model_version"])
-            except night.MonitoringError as exc:
+                summary = night.report_champion_night(usecase, settings, dt.date.fromisoformat(day))
+            except (night.MonitoringError, NoChampionError) as exc:
                 raise AirflowFailException(str(exc)) from exc
             return summary.as_dict()
+
+        @task(trigger_rule=TriggerRule.ONE_FAILED)  # AirflowFailException: never retried
+        def not_scored_ahead() -> None:
+            """Red when score_ahead failed, skipped otherwise: a leaf, so that the run is red
+            too (report_drift runs after a failed score_ahead, and would end the run green)."""
+            raise AirflowFailException(
+                "score_ahead failed: the coming day's predictions were not published (its log "
+                "says why); the night was still judged"
+            )
 
         drift_sensor = DriftSensor(
             task_id="drift_sensor",
@@ -159,8 +171,9 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
             openlineage_inject_parent_info=False,  # the training DAG refuses unknown conf keys
         )
         scored = score_ahead(day)
-        wait_for_partition(day) >> scored
-        reported = report_drift(scored)
+        reported = report_drift(day)
+        wait_for_partition(day) >> scored >> reported
+        scored >> not_scored_ahead()
         with_links(
             reported,
             DriftReportLink(usecase=usecase.name, timezone=usecase.timezone),

@@ -296,16 +296,19 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
             loaded = (version, model)
         try:
             monitoring.partition_ready(usecase, settings, day)  # names a quarantined night
-            scored = scoring.score_ahead(usecase, settings, day, loaded)
-            summary = monitoring.report_night(usecase, settings, day, scored.model_version)
-        except (
-            scoring.MissingPartitionError,
-            monitoring.MonitoringError,
-            BatchRejectedError,
-        ) as exc:
+        except monitoring.MonitoringError as exc:
             click.echo(f"{day}  not judged: {exc}")
             continue
-        published = scored if scored.path else published
+        try:
+            scored = scoring.score_ahead(usecase, settings, day, loaded)
+            published = scored if scored.path else published
+        except (BatchRejectedError, scoring.MissingPartitionError) as exc:
+            click.echo(f"{day}  not scored ahead: {exc}")  # judged all the same, as in the DAG
+        try:
+            summary = monitoring.report_champion_night(usecase, settings, day)
+        except (scoring.MissingPartitionError, monitoring.MonitoringError) as exc:
+            click.echo(f"{day}  not judged: {exc}")
+            continue
         verdict, night = monitoring.decide_night(usecase, settings, day)
         click.echo(
             f"{day} {version:>7} {summary.rows:>5} {summary.drift_share:>6.2f} "

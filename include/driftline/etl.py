@@ -434,7 +434,7 @@ def _refuse(
     folder = quarantine_batch(rows, record, usecase, settings, day, records)
     lines = "\n".join(f"  - {r['expectation']}: {r['observed']}" for r in refusals)
     raise BatchRejectedError(
-        f"{usecase.name} {day} refused at the source; nothing was loaded.\n{lines}\n"
+        f"{usecase.name} {day} refused at the source; {records.refused}.\n{lines}\n"
         f"Quarantined in {folder}",
         folder,
     )
@@ -471,6 +471,7 @@ def build_batch(
     try:
         return transform(usecase, tables)
     except TransformError as exc:
+        records = records or Records.of_load(usecase, settings, day)
         extracted = tables.get(usecase.source.batch_table, pd.DataFrame())
         record = {
             "usecase": usecase.name,
@@ -482,7 +483,7 @@ def build_batch(
         }
         folder = quarantine_batch(extracted, record, usecase, settings, day, records)
         raise BatchRejectedError(
-            f"{usecase.name} batch for {day} could not be built: {exc}; nothing was loaded. "
+            f"{usecase.name} batch for {day} could not be built: {exc}; {records.refused}. "
             f"Extracted rows quarantined in {folder}",
             folder,
         ) from exc

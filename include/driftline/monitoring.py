@@ -339,6 +339,19 @@ def report_night(
     return summary
 
 
+def report_champion_night(usecase: UseCase, settings: Settings, night: dt.date) -> NightSummary:
+    """The night's reports by the current champion, whether or not tonight's scoring ahead
+    succeeded: a refused next day must not cost the night its judgement. The night's own
+    partition (its labels) must be there."""
+    from driftline import scoring
+
+    if not partition_ready(usecase, settings, night):
+        raise MonitoringError(
+            f"{usecase.name} {night}: no curated partition: run {usecase.name}_etl for the day"
+        )
+    return report_night(usecase, settings, night, scoring.champion_version(usecase, settings))
+
+
 def validation_passed(usecase: UseCase, settings: Settings, day: dt.date) -> bool:
     """Whether the night's last ETL validation passed (a failed rerun leaves the old partition
     in place, but no retraining may start from that night)."""

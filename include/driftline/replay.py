@@ -296,12 +296,11 @@ def _replay(
             loaded = (version, registry.load_version(settings, name, version))
         try:
             scoring.score_ahead(usecase, settings, night, loaded)
+        except BatchRejectedError as exc:  # the night is judged all the same, as in the DAG
+            log.warning("%s %s: not scored ahead: %s", policy, night, exc)
+        try:
             summary = monitoring.report_night(usecase, settings, night, version)
-        except (
-            scoring.MissingPartitionError,
-            monitoring.MonitoringError,
-            BatchRejectedError,
-        ) as exc:
+        except (scoring.MissingPartitionError, monitoring.MonitoringError) as exc:
             log.warning("%s %s: not judged: %s", policy, night, exc)
             continue
         verdict, judged = monitoring.decide_night(usecase, settings, night)

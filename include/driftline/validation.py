@@ -71,12 +71,19 @@ class BatchRejectedError(Exception):
 class BatchValidationError(BatchRejectedError):
     """A batch failed its suite."""
 
-    def __init__(self, usecase: str, day: dt.date, outcome: ValidationOutcome, quarantine: Path):
+    def __init__(
+        self,
+        usecase: str,
+        day: dt.date,
+        outcome: ValidationOutcome,
+        quarantine: Path,
+        refused: str = "nothing was loaded",
+    ):
         self.outcome = outcome
         lines = "\n".join(f"  - {f.describe()}" for f in outcome.failures)
         super().__init__(
             f"{usecase} batch for {day} failed {len(outcome.failures)} of {outcome.evaluated} "
-            f"expectations of suite {outcome.suite!r}; nothing was loaded.\n{lines}\n"
+            f"expectations of suite {outcome.suite!r}; {refused}.\n{lines}\n"
             f"Batch and validation result quarantined in {quarantine}",
             quarantine,
         )
@@ -88,6 +95,7 @@ class Records:
 
     result: Path
     quarantine: Path
+    refused: str = "nothing was loaded"  # what a refusal means, for its message
 
     @classmethod
     def of_load(cls, usecase: UseCase, settings: Settings, day: dt.date) -> Records:
@@ -102,7 +110,7 @@ class Records:
         """The rows scored ahead for the day: kept apart, so that a refusal of tomorrow's
         features never reads as a failed load of tomorrow."""
         folder = settings.scoring_checks_dir(usecase.name, day)
-        return cls(folder / "validation.json", folder)
+        return cls(folder / "validation.json", folder, "nothing was scored or published")
 
 
 def load_suite_json(usecase: UseCase, settings: Settings) -> dict[str, Any]:
@@ -292,7 +300,7 @@ def gate_batch(
         )
         return outcome
     quarantine = quarantine_batch(batch, record, usecase, settings, day, records)
-    raise BatchValidationError(usecase.name, day, outcome, quarantine)
+    raise BatchValidationError(usecase.name, day, outcome, quarantine, records.refused)
 
 
 def data_docs_path(result_path: Path) -> Path:

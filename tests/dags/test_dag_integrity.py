@@ -99,6 +99,20 @@ def test_a_second_usecase_needs_only_a_config_file(tmp_path, monkeypatch):
     assert {"flights_etl", "flights_copy_etl"} <= set(bag.dag_ids)
 
 
+def test_monitoring_scores_ahead_then_judges_the_night_even_when_scoring_failed(dagbag):
+    dag = dagbag.dags["flights_monitoring"]
+    assert {t.task_id for t in dag.tasks} == {
+        "wait_for_partition", "score_ahead", "report_drift", "not_scored_ahead",
+        "drift_sensor", "trigger_retraining",
+    }
+    assert dag.get_task("score_ahead").upstream_task_ids == {"wait_for_partition"}
+    assert dag.get_task("report_drift").upstream_task_ids == {"score_ahead"}
+    assert dag.get_task("report_drift").trigger_rule == "all_done"
+    watcher = dag.get_task("not_scored_ahead")  # a leaf: the run is red when scoring failed
+    assert watcher.upstream_task_ids == {"score_ahead"} and not watcher.downstream_task_ids
+    assert watcher.trigger_rule == "one_failed"
+
+
 def test_training_dag_is_manual_one_at_a_time_with_a_params_schema(dagbag):
     dag = dagbag.dags["flights_training"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # by hand or by the drift sensor

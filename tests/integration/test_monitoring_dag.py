@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -187,17 +188,28 @@ def test_the_report_names_the_drifted_columns_and_the_workspace_has_one_point(st
     assert drift.metadata["prediction_reference"].endswith("holdout predictions")
 
 
-def test_a_quiet_night_skips_the_trigger_and_stays_green(env, state, champion):
+def test_a_quiet_night_publishes_tomorrow_before_its_outcome_and_stays_green(
+    env, state, champion
+):
+    """11 February through Airflow, before 12 February is loaded (its ETL runs in the next
+    test): the 12th's predictions are published from the source, by the champion."""
+    from driftline.serving.predictions import published_rows
+
     settings, _ = state
-    night = dt.date(2013, 2, 11)
+    night, ahead = dt.date(2013, 2, 11), dt.date(2013, 2, 12)
+    shutil.rmtree(settings.partition_dir("flights", ahead))  # no outcome of the 12th yet
     done, output = monitor(with_rule(env, QUIET), night)
     assert done.returncode == 0, output[-5000:]
     assert "skipped: quiet" in output
     assert list(training_runs(env)) == ["drift__2013-02-10"]  # nothing new
     recorded = monitoring.DriftHistory(settings.history_url).night("flights", night)
     assert recorded.decision == "skipped: quiet"
-    ahead = pd.read_parquet(settings.predictions_path("flights", night + dt.timedelta(days=1)))
-    assert set(ahead[scoring.MODEL_VERSION]) == {champion}
+    assert not settings.partition_dir("flights", ahead).exists()
+    scored = pd.read_parquet(settings.predictions_path("flights", ahead))
+    assert set(scored[scoring.MODEL_VERSION]) == {champion} and len(scored) > 500
+    assert "is_delayed" not in scored.columns and "arr_delay" not in scored.columns
+    table = published_rows(settings, "flights", ahead)
+    assert len(table) == len(scored) and set(table["model_version"]) == {champion}
 
 
 def test_a_nights_quality_is_the_stored_predictions_on_the_late_labels(state, champion):
@@ -394,28 +406,37 @@ def test_a_missing_partition_is_awaited_then_named(state, champion):
         monitoring.partition_ready(usecase, settings, night)
 
 
-def test_rows_to_score_that_fail_the_features_suite_are_quarantined_apart(state, champion):
-    """The next day's source query finds no flight: the features-only suite refuses the
-    rows with their date; they are quarantined under scoring-checks/, nothing is published,
-    and the day's own ETL record is untouched (its load is judged on its own)."""
-    from driftline.validation import BatchValidationError
-
+def test_rows_to_score_that_fail_the_features_suite_are_quarantined_apart(
+    env, state, champion
+):
+    """Through Airflow, the next day's source query finds no flight: score_ahead fails with
+    the refusal and its date; the rows are quarantined under scoring-checks/, nothing is
+    published, the day's own ETL record is untouched (its load is judged on its own), and
+    the night is still reported and judged (report_drift runs after a failed score_ahead)."""
     settings, usecase = state
-    query = usecase.source.queries["flights"] + " AND carrier = 'no such carrier'"
-    empty = usecase.model_copy(update={"source": usecase.source.model_copy(
-        update={"queries": {**usecase.source.queries, "flights": query}})})
-    night, ahead = dt.date(2013, 2, 21), dt.date(2013, 2, 22)
-    with pytest.raises(BatchValidationError) as refused:
-        scoring.score_ahead(empty, settings, night)
-    message = str(refused.value)
-    assert "batch for 2013-02-22 failed" in message and "flights_batch.features" in message
-    assert "expect_table_row_count_to_be_between" in message
+    folder = Path(env["DRIFTLINE_HOME"]).parent / "usecases-empty-ahead"
+    folder.mkdir()
+    config = yaml.safe_load((REPO / "usecases" / "flights.yaml").read_text())
+    config["source"]["queries"]["flights"] += " AND carrier = 'no such carrier'"
+    (folder / "flights.yaml").write_text(yaml.safe_dump(config))
+    night, ahead = dt.date(2013, 2, 13), dt.date(2013, 2, 14)
+    done, output = monitor({**env, "DRIFTLINE_USECASES_DIR": str(folder)}, night)
+    assert done.returncode != 0
+    refused = re.search(r"flights batch for 2013-02-14 failed \d+ of 71 expectations of suite "
+                        r"'flights_batch.features'; nothing was scored or published", output)
+    assert refused, output[-8000:]
+    assert "the night was still judged" in output  # not_scored_ahead: the run is red
+    assert "expect_table_row_count_to_be_between" in output
     checks = settings.scoring_checks_dir("flights", ahead)
-    assert refused.value.quarantine == checks
     assert json.loads((checks / "validation.json").read_text())["success"] is False
-    assert not settings.validation_result_path("flights", ahead).exists()
+    assert (checks / "batch.parquet").exists()
     assert not settings.quarantine_dir("flights", ahead).exists()
     assert not settings.predictions_path("flights", ahead).exists()
+    recorded = monitoring.DriftHistory(settings.history_url).night("flights", night)
+    assert recorded is not None and recorded.quality_judged, "the night was not judged"
+    # the week up to the 14th, of which only the days scored before are stored
+    assert recorded.drift_days.first == dt.date(2013, 2, 8) and recorded.drift_days.last < ahead
+    assert monitoring.validation_passed(usecase, settings, ahead)  # the 14th's load stands
 
 
 def test_a_champion_whose_model_fails_to_load_fails_scoring_and_keeps_its_alias(state, champion):

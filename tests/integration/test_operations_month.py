@@ -284,6 +284,9 @@ def test_a_month_of_operations(tmp_path: Path, curated_days: Path, seeded_source
         scored_by.update({night: champion for night in days(*LATER_NIGHTS)})
         for night in days(*LATER_NIGHTS):
             assert re.search(rf"^{night} +{champion} ", out, re.M), out
+        # the 26th cannot score the 27th ahead (the same broken source), and is judged anyway
+        assert f"{LATER_NIGHTS[1]}  not scored ahead: flights batch for {NEVER_PASSES}" in out
+        assert "flights_batch.features" in out and "scoring-checks" in out, out
         assert f"{NEVER_PASSES}  not judged: " in out, out
         assert "the ETL validation failed and nothing was loaded" in out, out  # not "run the ETL"
         assert "the rule fired on 0 night(s): none" in out and "retrained" not in out

@@ -501,13 +501,11 @@ def test_a_month_goes_on_through_the_scheduler(stack, api):
     assert answer.status_code == 200, answer.text
     assert answer.json()["version"] == champion and len(answer.json()["predictions"]) == 5
 
-    # the next night scores its next day ahead with the champion the rollback restored;
-    # inside the cool-down
+    # the next night is judged by the champion the rollback restored (the history below);
+    # inside the cool-down. It is the use-case's last day: there is no day to score ahead
     next_run = monitor(api, home, NEXT_NIGHT)
     assert api.task_states(MONITORING, next_run)["trigger_retraining"] == "skipped"
-    assert not (settings.partition_dir("flights", NEXT_NIGHT + ONE_DAY)).exists()  # no outcome
-    scored = pd.read_parquet(settings.predictions_path("flights", NEXT_NIGHT + ONE_DAY))
-    assert set(scored["model_version"].astype(str)) == {champion}
+    assert not settings.predictions_path("flights", NEXT_NIGHT + ONE_DAY).exists()
     TIMINGS["next night"] = time.monotonic() - began
 
     # every run in the state it should be: all green (the bad day's first try was red)
