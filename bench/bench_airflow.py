@@ -19,8 +19,9 @@ rest is the scheduler's (queueing, task start-up, sensors' pokes).
 
 Baseline, same run, same night, after `stack down`: a fresh Python process running the same
 core functions in-process (driftline.etl.run_day, scoring.score_ahead,
-monitoring.report_night, monitoring.decide_night), wall time; the functions' own time is reported too. It runs after
-Airflow, so it replaces the night's outputs (a little more work than Airflow had to do).
+monitoring.report_night, monitoring.decide_night), wall time; the functions' own time is
+reported too. It runs after Airflow, so it replaces the night's outputs (a little more work
+than Airflow had to do).
 
 Parse: each dags/*.py parsed alone in a fresh process by the dag-processor's bag
 (airflow.dag_processing.dagbag.BundleDagBag), against a trivial one-DAG file parsed the same
