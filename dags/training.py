@@ -76,6 +76,8 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
         ),
         catchup=False,
         max_active_runs=1,
+        # never paused unseen: the drift sensor's and the trigger form's runs start at once
+        is_paused_upon_creation=False,
         default_args=DEFAULT_ARGS,
         tags=["driftline", "training", usecase.name],
         params={

@@ -132,6 +132,9 @@ class AirflowApi:
         errors = ImportErrorApi(self.client).get_import_errors().import_errors
         return [f"{e.filename}: {e.stack_trace}" for e in errors]
 
+    def is_paused(self, dag_id: str) -> bool:
+        return bool(DAGApi(self.client).get_dag(dag_id).is_paused)
+
     def unpause(self, dag_id: str) -> None:
         DAGApi(self.client).patch_dag(dag_id, DAGPatchBody(is_paused=False))
 

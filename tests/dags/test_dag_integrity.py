@@ -117,6 +117,7 @@ def test_training_dag_is_manual_one_at_a_time_with_a_params_schema(dagbag):
     dag = dagbag.dags["flights_training"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # by hand or by the drift sensor
     assert dag.max_active_runs == 1
+    assert dag.is_paused_upon_creation is False  # its queued runs never wait unseen
     assert set(dag.params) == {"window_end", "window_days", "reason", "force_promote",
                                "evidence"}
     assert dag.params.get_param("window_days").schema["minimum"] == 1

@@ -248,7 +248,8 @@ def test_production_stack_runs_etl_training_and_two_monitored_nights(production_
     timings["parsed"] = time.monotonic() - began
 
     # ETL: the scheduler catches up 1..4 January (the override's end_date bounds it)
-    for dag_id in (TRAINING, MONITORING, ETL):
+    assert not api.is_paused(TRAINING)  # never paused on creation: nothing waits unseen
+    for dag_id in (MONITORING, ETL):
         api.unpause(dag_id)
     etl_days = (LAST_DAY - FIRST_DAY).days + 1
     holdout = WINDOW_END + dt.timedelta(days=1)
