@@ -76,6 +76,7 @@ demo: install ## Seed the source DB, run the ETL, train a champion through Airfl
 	@run_at=$$($(RUN_AT) $(DEMO_MONITOR_LAST)); \
 	  $(BIN)/airflow dags test flights_monitoring $$run_at > $(DRIFTLINE_HOME)/demo-monitoring.log 2>&1 \
 	    || { tail -40 $(DRIFTLINE_HOME)/demo-monitoring.log; exit 1; }
+	@$(BIN)/python -m driftline.operator.dags_test_runs  # their real durations in the DAG list
 	@$(BIN)/driftline history --last 14
 	@echo "== drift sensor on $(DEMO_MONITOR_LAST): \
 	  $$(grep -q 'drift rule holds' $(DRIFTLINE_HOME)/demo-monitoring.log \

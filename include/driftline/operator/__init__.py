@@ -1,0 +1,1 @@
+"""What the platform tells its operator without being asked: alerts."""
