@@ -14,7 +14,7 @@ from airflow.sdk import DAG, Asset, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from driftline.config import Settings, UseCase, list_usecases
-from driftline_defaults import default_args, nightly, with_links
+from driftline_defaults import default_args, night_deadline, nightly, with_links
 from driftline_ui import DataDocsLink
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(minutes=30))
@@ -35,7 +35,8 @@ Each run covers one **{tz}** day: the run's data interval. It
 
 A rerun of a day replaces its partition; it never adds rows.
 
-**When it fails**
+**When it fails** (with alerts on, README: Alerts, a refused batch sends one quarantine alert
+naming the failed expectations; any other task failing for good, one failure alert)
 - *build_batch* failed: the extracted rows could not be built into a batch (the message says
   why, e.g. a text value where the label rule needs a number). They are quarantined in
   `{quarantine}/<day>/` and nothing was loaded.
@@ -84,6 +85,7 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
         catchup=True,
         max_active_runs=2,
         default_args=DEFAULT_ARGS,
+        deadline=night_deadline(usecase),
         tags=["driftline", "etl", usecase.name],
         doc_md=DOC.format(
             name=usecase.name,

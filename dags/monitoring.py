@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from drift_sensor import DriftSensor
 from driftline.config import PREDICTIONS_URL_ENV, Settings, UseCase, list_usecases
-from driftline_defaults import default_args, nightly, with_links
+from driftline_defaults import default_args, night_deadline, nightly, with_links
 from driftline_ui import DriftReportLink, QualityReportLink
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(minutes=30))
@@ -42,7 +42,9 @@ Each run is the night after the same **{tz}** day as the `{name}_etl` run of its
 4. **drift_sensor**: the rule: drift share >= {share} on {k} of the last {n} nights{quality};
    cool-down {cooldown} days since the last retraining; never after a failed validation.
    The decision (fired / skipped: quiet / skipped: cool-down / skipped: validation failed) is
-   recorded in the drift history. Not firing skips the next task; the run stays green;
+   recorded in the drift history. Not firing skips the next task; the run stays green.
+   Firing sends one drift alert with the evidence (alerts on: README, Alerts); a rerun of a
+   night whose retraining exists already sends none;
 5. **trigger_retraining**: starts `{name}_training` (run id `drift__<day>`) with the evidence
    in its conf: day, report, drift share, drifted columns, quality figures, reason `drift`.
 
@@ -75,6 +77,7 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
         catchup=False,
         max_active_runs=1,  # nights in order: the rule reads the nights before
         default_args=DEFAULT_ARGS,
+        deadline=night_deadline(usecase),
         tags=["driftline", "monitoring", usecase.name],
         doc_md=DOC.format(
             name=usecase.name,
@@ -144,7 +147,9 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
                 raise AirflowFailException(str(exc)) from exc
             return summary.as_dict()
 
-        @task(trigger_rule=TriggerRule.ONE_FAILED)  # AirflowFailException: never retried
+        # AirflowFailException: never retried; no alert of its own: score_ahead's failure
+        # (or quarantine) alert is the one of this event
+        @task(trigger_rule=TriggerRule.ONE_FAILED, on_failure_callback=None)
         def not_scored_ahead() -> None:
             """Red when score_ahead failed, skipped otherwise: a leaf, so that the run is red
             too (report_drift runs after a failed score_ahead, and would end the run green)."""
@@ -153,18 +158,21 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
                 "says why); the night was still judged"
             )
 
+        # the run the firing starts: the sensor alerts only if it does not exist yet
+        retraining = (f"{usecase.name}_training", f"drift__{day}")
         drift_sensor = DriftSensor(
             task_id="drift_sensor",
             usecase=usecase.name,
             day=day,
+            retraining=retraining,
             poke_interval=60,
             timeout=3600,
             trigger_poll_seconds=10,
         )
         trigger_retraining = TriggerDagRunOperator(
             task_id="trigger_retraining",
-            trigger_dag_id=f"{usecase.name}_training",
-            trigger_run_id=f"drift__{day}",
+            trigger_dag_id=retraining[0],
+            trigger_run_id=retraining[1],
             conf=drift_sensor.output,
             logical_date=None,
             skip_when_already_exists=True,  # a rerun of the night starts no second training

@@ -7,6 +7,7 @@ Wiring only: each task calls one function of `driftline.training`, imported insi
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import pendulum
 from airflow.sdk import DAG, Param, dag, task
@@ -25,6 +26,7 @@ from driftline_defaults import default_args, with_links
 from driftline_ui import MlflowRunLink, ModelVersionLink
 
 DEFAULT_ARGS = default_args(execution_timeout=dt.timedelta(hours=1))
+log = logging.getLogger(__name__)
 
 DOC = """
 ### {name}: retrain, register, and promote only a better model
@@ -42,7 +44,9 @@ DOC = """
 5. **gate_challenger**: champion and challenger scored on the same DVC-pinned holdout; the
    `champion` alias moves only if the challenger beats it by {margin} {metric}, reaches
    {floor}, and loses at most {tolerance} on any slice (or `force_promote`). The old champion
-   keeps the alias `previous`; the decision is written on the version.
+   keeps the alias `previous`; the decision is written on the version. Its first log line
+   and return value say `promoted` or `champion ... kept`, with both scores; with alerts on
+   (README: Alerts) so does one alert.
 
 **When it fails**
 - *check_request*: the conf is wrong; the message names the field. Trigger again.
@@ -172,10 +176,27 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
             )
 
         @task
-        def gate_challenger(request: dict, registered: dict) -> dict:
+        def gate_challenger(request: dict, registered: dict, dag_run=None) -> dict:
             from driftline import training
+            from driftline.operator import alerts
 
-            return training.gate(usecase, settings, _request(request), registered["version"])
+            asked = _request(request)
+            decided = training.gate(usecase, settings, asked, registered["version"])
+            alert = alerts.gate_decided(
+                usecase.name,
+                usecase.training.registered_model,
+                dag_run.run_id,
+                decided,
+                gate.primary_metric,
+                asked.reason,
+            )
+            # what the operator reads first: the task's XCom (its return value) and this log
+            # line (a task cannot set its run's note through Airflow 3.3's Task SDK)
+            decided["summary"] = alert.title.removeprefix("[driftline] ")
+            log.warning("GATE: %s", decided["summary"])
+            if not decided.get("already_decided"):  # else an earlier try decided and alerted
+                alerts.send(alert)
+            return decided
 
         def _request(raw: dict):
             from driftline.training import TrainingRequest

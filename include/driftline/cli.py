@@ -582,10 +582,19 @@ def lineage(ctx: _Context, version: str, as_json: bool) -> None:
 @click.option("--reason", required=True, help="Why (recorded on both versions).")
 @pass_context
 def rollback(ctx: _Context, reason: str) -> None:
-    """Move the `champion` alias back to the `previous` version in one call."""
+    """Move the `champion` alias back to the `previous` version in one call (and send the
+    rollback alert, when alerts are on)."""
+    import getpass
+    import socket
+
     from driftline import registry
 
-    demoted, restored = registry.rollback(ctx.settings, ctx.usecase, reason)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name in this container
+        user = "unknown user"
+    by = f"{user}@{socket.gethostname()} (driftline rollback)"
+    demoted, restored = registry.rollback(ctx.settings, ctx.usecase, reason, by=by)
     click.echo(
         f"{ctx.usecase.training.registered_model}: champion is version {restored} again "
         f"(version {demoted} is now `previous`)"

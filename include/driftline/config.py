@@ -355,6 +355,10 @@ class UseCase(_Strict):
     training: TrainingConfig | None = None
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    # A nightly run (ETL, monitoring) not finished this many hours after it was queued (at
+    # midnight, when on time) raises one deadline alert (Airflow's Deadline Alerts); None:
+    # no deadline.
+    night_deadline_hours: float | None = Field(None, gt=0, le=168)
 
     @field_validator("name")
     @classmethod

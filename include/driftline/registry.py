@@ -419,13 +419,24 @@ def promotion_lock(settings: Settings, usecase: UseCase) -> Iterator[None]:
         yield
 
 
-def rollback(settings: Settings, usecase: UseCase, reason: str) -> tuple[str, str]:
+def rollback(
+    settings: Settings, usecase: UseCase, reason: str, by: str | None = None
+) -> tuple[str, str]:
     """champion <- previous in one call; previous <- the demoted version (so it can be undone).
 
-    Recorded as tags on both versions, under the promotion lock. Returns (demoted, restored).
+    Recorded as tags on both versions, under the promotion lock, then announced by one
+    rollback alert (who: `by`). Every way in (CLI, UI) calls this. Returns (demoted, restored).
     """
+    from driftline.operator import alerts
+
     with promotion_lock(settings, usecase):
-        return _rollback(settings, usecase, reason)
+        demoted, restored = _rollback(settings, usecase, reason)
+    alerts.send(
+        alerts.rolled_back(
+            usecase.name, usecase.training.registered_model, demoted, restored, reason, by
+        )
+    )
+    return demoted, restored
 
 
 def _rollback(settings: Settings, usecase: UseCase, reason: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from driftline.operator.alerts import on_task_failure
 from tests.conftest import REPO
 
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
@@ -69,6 +70,29 @@ def test_house_rules(dagbag):
             assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id}: no back-off"
             assert task.retry_delay.total_seconds() >= 30, f"{dag_id}.{task.task_id} retry_delay"
             assert task.execution_timeout, f"{dag_id}.{task.task_id} has no execution_timeout"
+            assert not task.on_retry_callback, f"{dag_id}.{task.task_id} alerts on a retry"
+            if (dag_id, task.task_id) not in REPEATS_AN_ALERTED_FAILURE:
+                assert task.on_failure_callback == [on_task_failure], (
+                    f"{dag_id}.{task.task_id}: no alert when it fails for good")
+
+
+# Tasks that fail only because another task did, which already sent that event's alert.
+REPEATS_AN_ALERTED_FAILURE = {("flights_monitoring", "not_scored_ahead")}
+
+
+def test_nightly_dags_have_the_use_cases_deadline(dagbag):
+    """flights.yaml's night_deadline_hours: a Deadline Alert counted from the run's queueing,
+    whose callback the triggerer can import."""
+    from airflow.sdk import AsyncCallback, DeadlineReference
+
+    for dag_id in ("flights_etl", "flights_monitoring"):
+        (deadline,) = dagbag.dags[dag_id].deadline
+        assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT
+        assert deadline.interval == dt.timedelta(hours=6)
+        assert isinstance(deadline.callback, AsyncCallback)
+        assert deadline.callback.path == "driftline.operator.alerts.on_night_deadline_missed"
+        assert deadline.callback.kwargs == {"hours": 6}
+    assert not dagbag.dags["flights_training"].deadline  # started on demand: no night
 
 
 def test_etl_dag_covers_one_new_york_day_per_run(dagbag):
