@@ -615,7 +615,8 @@ def serve(ctx: _Context, host: str, port: int) -> None:
 
 @main.group()
 def stack() -> None:
-    """The operator's stack on this machine: Airflow, the MLflow UI, the Evidently UI."""
+    """The operator's stack on this machine, run by a supervisord of its own: Airflow, the
+    MLflow UI, the Evidently UI, the scoring server. A crashed service is restarted."""
 
 
 @stack.command("up")
@@ -627,47 +628,60 @@ def stack() -> None:
 @click.option("--timeout", default=240, show_default=True, help="Seconds to wait for health.")
 @pass_context
 def stack_up(ctx: _Context, production: bool, timeout: int) -> None:
-    """Start every service, wait until healthy, print the URLs and the generated logins."""
+    """Start every service under supervisord, wait until healthy, print the URLs, the users and
+    the file holding their passwords (never the passwords: this output ends up in logs)."""
     from driftline import stack as operator_stack
 
-    state = operator_stack.up(ctx.settings, production=production, timeout=timeout)
+    try:
+        state = operator_stack.up(ctx.settings, production=production, timeout=timeout)
+    except operator_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(operator_stack.describe(state))
 
 
 @stack.command("down")
 @pass_context
 def stack_down(ctx: _Context) -> None:
-    """Stop exactly the processes `stack up` started (and their children)."""
+    """Shut supervisord down with every service, then stop whatever of the stack is left."""
     from driftline import stack as operator_stack
 
-    stopped = operator_stack.down(ctx.settings)
+    try:
+        stopped = operator_stack.down(ctx.settings)
+    except operator_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running")
 
 
+@stack.command("status")
+@pass_context
+def stack_status(ctx: _Context) -> None:
+    """Each service as supervisord sees it (RUNNING, STARTING, BACKOFF, FATAL...); exits 1
+    unless every one is RUNNING."""
+    from driftline import stack as operator_stack
+
+    try:
+        services = operator_stack.status(ctx.settings)
+    except operator_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for service in services:
+        click.echo(f"{service.name:<14} {service.state:<9} {service.description}")
+    if any(service.state != "RUNNING" for service in services):
+        sys.exit(1)
+
+
 @stack.command("restart")
-@click.argument(
-    "service",
-    type=click.Choice(
-        [
-            "api-server",
-            "scheduler",
-            "dag-processor",
-            "triggerer",
-            "mlflow",
-            "evidently",
-            "scoring",
-            "celery-worker",
-        ]
-    ),
-)
+@click.argument("service", metavar="NAME")
 @click.option("--timeout", default=240, show_default=True, help="Seconds to wait for health.")
 @pass_context
 def stack_restart(ctx: _Context, service: str, timeout: int) -> None:
-    """Restart one service of the running stack, e.g. after it crashed: what is left of it is
-    stopped first. Run it with the environment (ports) `stack up` had."""
+    """Restart one service through supervisord (e.g. api-server, scheduler, mlflow), with
+    what a crashed one left behind stopped first; wait until it is healthy again."""
     from driftline import stack as operator_stack
 
-    operator_stack.restart(ctx.settings, service, timeout=timeout)
+    try:
+        operator_stack.restart(ctx.settings, service, timeout=timeout)
+    except operator_stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"restarted: {service}")
 
 

@@ -1,9 +1,15 @@
-"""The operator's stack on one machine: Airflow's four processes, the MLflow UI, the Evidently UI.
+"""The operator's stack on one machine: Airflow's four processes, the MLflow UI, the Evidently
+UI and the scoring server, run by a supervisord of the stack's own.
 
-`make up` / `make down` call `up` and `down` here. Each service runs in a process group of
-its own and carries a stack id in its environment, so `down` stops exactly what `up` started
-(and their children), nothing else. Credentials are generated on the first `up`, kept in
-`$DRIFTLINE_HOME/stack/` (mode 0600) and reused; login is required by Airflow and MLflow.
+`make up` / `make down` call `up` and `down` here. driftline keeps its own part: each service's
+command and environment (two profiles, ports, generated credentials), the one-time steps
+(`airflow db migrate`, the admin user) and the health waits. supervisord (its config generated
+into `$DRIFTLINE_HOME/stack/supervisord.conf`, driven over the unix socket beside it) starts the
+services, restarts one that crashes and stops each with its whole process group. Every process
+carries the stack id in its environment: `down` sweeps what escaped its group (a safety net, not
+the mechanism). Credentials are generated on the first `up`, kept in
+`$DRIFTLINE_HOME/stack/secrets.json` (mode 0600) and reused; login is required by Airflow and
+MLflow.
 
 Two profiles, one code path: the embedded default (LocalExecutor, SQLite, local files) and
 `production` (metadata DB, Celery broker and MLflow store taken from the environment, a
@@ -12,9 +18,13 @@ Celery worker, tasks logging to the MLflow server), as docker-compose.yaml runs 
 
 from __future__ import annotations
 
+import configparser
+import io
 import json
 import os
+import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,9 +32,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+import xmlrpc.client
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from driftline import airflow_admin
 from driftline.config import Settings, project_root
@@ -38,7 +50,12 @@ SIMPLE_AUTH_MANAGER = (
 )
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 AIRFLOW_COMPONENTS = ("scheduler", "triggerer", "dag_processor")  # in the api-server's health
+AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 HOST = "127.0.0.1"
+GROUP = "stack"  # supervisord's group of every service: a group is stopped all at once
+STOP_WAIT = 30  # seconds a service has after SIGTERM before supervisord SIGKILLs its group
+NOT_UP = {"BACKOFF", "EXITED", "FATAL", "STOPPED", "STOPPING", "UNKNOWN"}  # supervisord states
+NOT_RUNNING = 70  # supervisor.xmlrpc.Faults.NOT_RUNNING
 
 
 class StackError(RuntimeError):
@@ -107,28 +124,43 @@ class Service:
     name: str
     argv: list[str]
     health_url: str | None = None  # polled until it answers 2xx/3xx/401
+    # seconds it must stay up to count as started: one that dies sooner is retried a few times,
+    # then given up (FATAL) rather than restarted forever; Airflow imports for seconds
+    startsecs: int = 10
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """supervisord's view of one service: RUNNING, STARTING, BACKOFF, FATAL..."""
+
+    name: str
+    state: str
+    pid: int
+    description: str  # the uptime, or why it is not running
 
 
 @dataclass
 class StackState:
-    """What `up` started: written to stack/state.json, read by `down` and by tests."""
+    """What `up` started: written to stack/state.json (mode 0600: it holds the logins), read by
+    `down`, `restart`, `status` and by tests."""
 
     stack_id: str
     profile: str
     home: str
     urls: dict[str, str]
     login: dict[str, dict[str, str]]
-    pids: dict[str, int] = field(default_factory=dict)
-    # each service's start time (/proc/<pid>/stat, clock ticks since boot): a recorded pid is
-    # this stack's process only while the process with that pid started at that time
-    started: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)  # as supervisord last reported them
+    health: dict[str, str | None] = field(default_factory=dict)  # service -> its health URL
+    supervisord: int = 0  # its pid, and its start time (/proc/<pid>/stat, clock ticks since
+    supervisord_started: int = 0  # boot): the pid is this stack's only while the two match
 
     def save(self, path: Path) -> None:
         _write_private(path, json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, path: Path) -> StackState:
-        return cls(**json.loads(path.read_text()))
+        known = {f.name for f in fields(cls)}  # a state written by an older driftline loads too
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
 
 def stack_dir(settings: Settings) -> Path:
@@ -137,6 +169,18 @@ def stack_dir(settings: Settings) -> Path:
 
 def state_path(settings: Settings) -> Path:
     return stack_dir(settings) / "state.json"
+
+
+def config_path(settings: Settings) -> Path:
+    return stack_dir(settings) / "supervisord.conf"
+
+
+def socket_path(settings: Settings) -> Path:
+    return stack_dir(settings) / "supervisor.sock"
+
+
+def secrets_path(settings: Settings) -> Path:
+    return stack_dir(settings) / "secrets.json"
 
 
 def credentials(settings: Settings) -> dict[str, str]:
@@ -305,9 +349,7 @@ def services(settings: Settings, ports: Ports, production: Production | None) ->
         ),
     ]
     if production is not None:
-        planned.append(
-            Service("celery-worker", [*warm, "celery", "worker", "--concurrency", "2"])
-        )
+        planned.append(Service("celery-worker", [*warm, "celery", "worker", "--concurrency", "2"]))
     return planned
 
 
@@ -318,27 +360,17 @@ def up(
     base_env: Mapping[str, str] | None = None,
     timeout: float = 180.0,
 ) -> StackState:
-    """Start every service, wait until each is healthy, return what was started.
-
-    On any failure everything already started is stopped again and the error names the
-    service and ends with the tail of its log.
-    """
+    """Prepare the stack (secrets, files, `airflow db migrate`, the admin), then `start` it."""
     base_env = dict(os.environ if base_env is None else base_env)
     ports = ports or Ports.from_env(base_env)
-    state_file = state_path(settings)
-    if state_file.exists():
-        running = StackState.load(state_file)
-        if members(running):  # by start time and stack id, not by pid alone: pids are reused
-            raise StackError(f"a stack is already running from {settings.home}: `make down` first")
-        state_file.unlink()
+    _refuse_if_running(settings)
     for name, port in asdict(ports).items():
         if not _port_free(port):
             raise StackError(f"port {port} for {name} is taken: set DRIFTLINE_{name.upper()}_PORT")
 
     prod = Production.from_env(base_env, settings.home) if production else None
     secret = credentials(settings)
-    stack_id = secrets.token_hex(8)
-    env = environment(settings, ports, secret, stack_id, prod, base_env)
+    env = environment(settings, ports, secret, secrets.token_hex(8), prod, base_env)
     _prepare_files(settings, secret, prod)
     logs = stack_dir(settings) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -359,9 +391,8 @@ def up(
             logs / "airflow-admin.log",
             "creating the Airflow admin",
         )
-
     state = StackState(
-        stack_id=stack_id,
+        stack_id=env[STACK_ID_ENV],
         profile="production" if prod else "local",
         home=str(settings.home),
         urls={
@@ -375,88 +406,207 @@ def up(
             "mlflow": {"user": ADMIN, "password": secret["mlflow_password"]},
         },
     )
-    planned = services(settings, ports, prod)
+    return start(settings, services(settings, ports, prod), env, state, timeout)
+
+
+def start(
+    settings: Settings,
+    planned: list[Service],
+    env: Mapping[str, str],
+    state: StackState,
+    timeout: float = 180.0,
+) -> StackState:
+    """Run `planned` under a supervisord of the stack's own, wait until every service is
+    healthy, record it in `state`. The services inherit supervisord's environment `env` (which
+    must carry the stack id): no secret goes into the config file or onto a command line.
+
+    state.json is saved as soon as supervisord runs, so `down` finds a half-started stack; on
+    any failure the stack is stopped again and the error names the service and ends with the
+    tail of its log.
+    """
+    _refuse_if_running(settings)
+    stack, logs = stack_dir(settings), stack_dir(settings) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    if len(str(socket_path(settings)).encode()) > 100:  # a unix socket's path has ~107 bytes
+        raise StackError(f"{socket_path(settings)} is too long for a unix socket: shorten the home")
+    _write_private(config_path(settings), supervisord_config(settings, planned))
+    (stack / "supervisord.pid").unlink(missing_ok=True)
+    daemon = subprocess.run(  # noqa: S603 - our own binary, argv list
+        [str(Path(sys.executable).parent / "supervisord"), "-c", str(config_path(settings))],
+        env=dict(env),
+        cwd=settings.home,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if daemon.returncode != 0:  # it reports a bad config or a taken socket before daemonizing
+        raise StackError(
+            f"supervisord did not start (exit {daemon.returncode}):\n{daemon.stdout}"
+            f"{daemon.stderr}\n{_tail(logs / 'supervisord.log')}"
+        )
+    state.health = {service.name: service.health_url for service in planned}
+    deadline = time.monotonic() + timeout
     try:
+        state.supervisord = _wait_supervisord(settings, deadline)
+        state.supervisord_started = _start_time(state.supervisord) or 0
+        state.save(state_path(settings))
         for service in planned:
-            _start(service, env, settings, state)
-        deadline = time.monotonic() + timeout
-        for service in planned:
-            _wait_healthy(service, state.pids[service.name], logs, deadline)
-        _wait_airflow_components(state.urls["airflow"], deadline, logs)
+            _wait_healthy(settings, service, deadline)
+        if "api-server" in state.health:
+            _wait_airflow_components(state.urls["airflow"], deadline, logs)
+        state.pids = {status.name: status.pid for status in _statuses(settings)}
+        state.save(state_path(settings))
     except BaseException:
         down(settings)
         raise
     return state
 
 
-def down(settings: Settings, grace: float = 30.0) -> list[str]:
-    """Stop what `up` started: each service with every process below it, and any process
-    left that still carries this stack's id.
+def supervisord_config(settings: Settings, planned: list[Service]) -> str:
+    """supervisord's INI: one program per service, all in one group (stopped together), each
+    restarted when it exits and stopped (then killed) with its whole process group."""
+    stack, logs = stack_dir(settings), stack_dir(settings) / "logs"
+    ini = configparser.ConfigParser(interpolation=None)
+    ini["unix_http_server"] = {"file": _ini(socket_path(settings)), "chmod": "0700"}
+    ini["supervisord"] = {
+        "logfile": _ini(logs / "supervisord.log"),
+        "pidfile": _ini(stack / "supervisord.pid"),
+        "directory": _ini(settings.home),
+        "nodaemon": "false",
+    }
+    ini["rpcinterface:supervisor"] = {
+        "supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"
+    }
+    ini["supervisorctl"] = {"serverurl": "unix://" + _ini(socket_path(settings))}
+    for service in planned:
+        ini[f"program:{service.name}"] = {
+            "command": _ini(shlex.join(service.argv)),
+            "directory": _ini(settings.home),
+            "autostart": "true",
+            "autorestart": "true",
+            "startsecs": str(service.startsecs),
+            "startretries": "3",
+            "stopsignal": "TERM",
+            "stopwaitsecs": str(STOP_WAIT),
+            "stopasgroup": "true",
+            "killasgroup": "true",
+            "redirect_stderr": "true",  # one log per service, in the order things happened
+            "stdout_logfile": _ini(logs / f"{service.name}.log"),
+            "stdout_logfile_maxbytes": "50MB",
+            "stdout_logfile_backups": "2",
+        }
+    ini[f"group:{GROUP}"] = {"programs": ",".join(service.name for service in planned)}
+    text = io.StringIO()
+    ini.write(text)
+    return text.getvalue()
 
-    The tree is taken before any signal: Airflow's api-server and Celery's worker start
-    children in sessions of their own and retitle them (setproctitle), which hides the stack
-    id in /proc/<pid>/environ; once their parent is gone nothing else leads to them. What a
-    crashed service left in its session is found by the session (see `members`).
-    """
+
+def down(settings: Settings, grace: float = 30.0) -> list[str]:
+    """Shut supervisord down (it stops every service with its process group), then stop what
+    is left of the stack: children that left their group for a session of their own, what a
+    crashed service left behind. The tree is taken before any signal: Airflow's api-server and
+    Celery's worker retitle such children (setproctitle), which hides the stack id in
+    /proc/<pid>/environ; once their parent is gone nothing else leads to them."""
     state_file = state_path(settings)
     if not state_file.exists():
         return []
     state = StackState.load(state_file)
     found = members(state)
-    for pid in _leaders(state):
-        _signal_group(pid, signal.SIGTERM)
+    daemon = {state.supervisord: state.supervisord_started}
+    if state.supervisord and still_running(daemon):
+        try:
+            _supervisor(settings).shutdown()
+        except (OSError, xmlrpc.client.Error):
+            _signal(state.supervisord, signal.SIGTERM)  # it stops its programs on SIGTERM too
+        deadline = time.monotonic() + STOP_WAIT + 15
+        while time.monotonic() < deadline and still_running(daemon):
+            time.sleep(0.2)
     try:
         _stop(found, grace, again=lambda: members(state))
     except StackError as exc:
         raise StackError(f"stack {state.stack_id}: {exc}") from exc
     state_file.unlink()
-    return sorted(state.pids)
+    return sorted(state.pids or state.health)
 
 
-def restart(
-    settings: Settings,
-    name: str,
-    base_env: Mapping[str, str] | None = None,
-    timeout: float = 180.0,
-) -> StackState:
-    """Stop one service of the running stack (whatever is left of it, if it crashed) and start
-    it again with the stack's environment; `base_env` must give the ports `up` was given."""
-    base_env = dict(os.environ if base_env is None else base_env)
-    state_file = state_path(settings)
-    if not state_file.exists():
-        raise StackError(f"no stack is running from {settings.home}: `make up` first")
-    state = StackState.load(state_file)
-    ports = Ports.from_env(base_env)
-    prod = Production.from_env(base_env, settings.home) if state.profile == "production" else None
-    known = {service.name: service for service in services(settings, ports, prod)}
-    if name not in known or name not in state.pids:
-        raise StackError(f"no service {name!r} in this stack: {sorted(state.pids)}")
-    _stop(members(state, [name]))
-    env = environment(settings, ports, credentials(settings), state.stack_id, prod, base_env)
-    _start(known[name], env, settings, state)
+def restart(settings: Settings, name: str, timeout: float = 180.0) -> StackState:
+    """Restart one service through supervisord (in the environment `up` gave it), with what a
+    crashed service left behind stopped first, and wait until it is healthy again."""
+    state = _running_state(settings)
+    if name not in state.health:
+        raise StackError(f"no service {name!r} in this stack: {sorted(state.health)}")
+    daemon = _supervisor(settings)
+    try:
+        daemon.stopProcess(f"{GROUP}:{name}", True)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode != NOT_RUNNING:
+            raise StackError(f"supervisord could not stop {name}: {fault.faultString}") from fault
+    _stop(_left_behind(state), grace=10)
+    daemon.startProcess(f"{GROUP}:{name}", False)
     deadline = time.monotonic() + timeout
-    _wait_healthy(known[name], state.pids[name], stack_dir(settings) / "logs", deadline)
-    if name in ("api-server", "scheduler", "dag-processor", "triggerer"):
+    _wait_healthy(settings, Service(name, [], state.health[name], 0), deadline)
+    if name in AIRFLOW_SERVICES and "api-server" in state.health:
         _wait_airflow_components(state.urls["airflow"], deadline, stack_dir(settings) / "logs")
+    state.pids = {status.name: status.pid for status in _statuses(settings)}
+    state.save(state_path(settings))
     return state
 
 
-def _start(service: Service, env: Mapping[str, str], settings: Settings, state: StackState) -> None:
-    """Start `service` in a session of its own, logging to stack/logs; record it in `state`."""
-    logs = stack_dir(settings) / "logs"
-    with open(logs / f"{service.name}.log", "ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - our own binaries, argv list
-            service.argv,
-            env=env,
-            cwd=settings.home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    state.pids[service.name] = process.pid
-    state.started[service.name] = _start_time(process.pid) or 0
-    state.save(state_path(settings))
+def status(settings: Settings) -> list[ServiceStatus]:
+    """supervisord's view of each service of the running stack."""
+    _running_state(settings)
+    return _statuses(settings)
+
+
+def members(state: StackState) -> dict[int, int]:
+    """Every live process of the stack, pid -> start time: supervisord while its pid still
+    names the process `up` started, its session (the services, and what a crashed one left:
+    reparented, retitled, still in the session), whatever carries the stack id, and
+    everything below those (children that left for a session of their own)."""
+    table = _processes()
+    roots = set(stack_processes(state.stack_id)) | set(_session(state, table))
+    if state.supervisord and _start_time(state.supervisord) == state.supervisord_started:
+        roots.add(state.supervisord)
+    return {pid: table[pid][2] for pid in _tree(roots, table)}
+
+
+def _left_behind(state: StackState) -> dict[int, int]:
+    """What crashed services left in supervisord's session (LocalExecutor's workers outlive a
+    SIGKILLed scheduler): members of the session no longer below supervisord."""
+    table = _processes()
+    below = _tree({state.supervisord}, table)
+    left = _tree(set(_session(state, table)) - below, table) - below
+    return {pid: table[pid][2] for pid in left}
+
+
+def _session(state: StackState, table: dict[int, tuple[int, int, int]]) -> list[int]:
+    """The processes in supervisord's session (its id is supervisord's pid: it calls setsid
+    when it daemonizes) that started after it. A pid is not reused while its session has
+    members, so unless the pid now names another process they are the stack's."""
+    if not state.supervisord or _start_time(state.supervisord) not in (
+        None,
+        state.supervisord_started,
+    ):
+        return []
+    return [
+        pid
+        for pid, (_, session, started) in table.items()
+        if session == state.supervisord and started >= state.supervisord_started
+    ]
+
+
+def _tree(roots: set[int], table: dict[int, tuple[int, int, int]]) -> set[int]:
+    """`roots` and every live process below them."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found & table.keys()
 
 
 def _stop(
@@ -466,7 +616,7 @@ def _stop(
 ) -> None:
     """SIGTERM `found` (pid -> start time), SIGKILL what is left after `grace` seconds, with
     what `again()` finds then (children started meanwhile)."""
-    for pid in found:
+    for pid in still_running(found):
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and still_running(found):
@@ -483,56 +633,86 @@ def _stop(
         raise StackError(f"processes survived SIGKILL: {left}")
 
 
-def members(state: StackState, names: Iterable[str] | None = None) -> dict[int, int]:
-    """Every live process of the stack (or of the services `names`), pid -> start time: the
-    services that are still the processes `up` started, the sessions they started (what a
-    crashed service leaves behind: LocalExecutor's workers outlive a killed scheduler),
-    everything below those, and (for the whole stack) whatever carries the stack id."""
-    chosen = set(state.pids if names is None else names)
-    table = _processes()  # one pass over /proc for the roots, the tree and the start times
-    roots = set(_leaders(state, chosen)) | set(_orphans(state, chosen, table))
-    if names is None:
-        roots |= set(stack_processes(state.stack_id))
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _, _) in table.items():
-        children.setdefault(parent, []).append(pid)
-    found, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, []))
-    return {pid: table[pid][2] for pid in found if pid in table}
+def _refuse_if_running(settings: Settings) -> None:
+    """One stack per home: refuse while anything of a recorded stack still runs (by start time
+    and stack id, not by pid alone: pids are reused) or a supervisord answers on the socket."""
+    state_file = state_path(settings)
+    if state_file.exists():
+        if members(StackState.load(state_file)):
+            raise StackError(f"a stack is already running from {settings.home}: `make down` first")
+        state_file.unlink()
+    try:
+        _supervisor(settings).getPID()
+    except OSError:
+        return
+    raise StackError(f"a supervisord answers on {socket_path(settings)}: `make down` first")
 
 
-def _leaders(state: StackState, names: Iterable[str] | None = None) -> list[int]:
-    """The recorded services whose pid still names the process `up` started."""
+def _running_state(settings: Settings) -> StackState:
+    state_file = state_path(settings)
+    if not state_file.exists():
+        raise StackError(f"no stack is running from {settings.home}: `make up` first")
+    return StackState.load(state_file)
+
+
+def _supervisor(settings: Settings) -> Any:
+    """supervisord's XML-RPC interface (`supervisor.*`) over the stack's unix socket."""
+    from supervisor.xmlrpc import SupervisorTransport
+
+    transport = SupervisorTransport(None, None, f"unix://{socket_path(settings)}")
+    return xmlrpc.client.ServerProxy("http://localhost", transport=transport).supervisor
+
+
+def _statuses(settings: Settings) -> list[ServiceStatus]:
+    try:
+        infos = _supervisor(settings).getAllProcessInfo()
+    except OSError as exc:
+        raise StackError(f"supervisord does not answer on {socket_path(settings)}: {exc}") from exc
     return [
-        pid
-        for name, pid in state.pids.items()
-        if (names is None or name in names)
-        and name in state.started
-        and _start_time(pid) == state.started[name]
+        ServiceStatus(info["name"], info["statename"], info["pid"], info["description"])
+        for info in infos
     ]
 
 
-def _orphans(
-    state: StackState, names: Iterable[str], table: dict[int, tuple[int, int, int]]
-) -> list[int]:
-    """Processes in the session of a recorded service that started after it. `up` starts
-    each service in a session of its own (session id = its pid), and a pid is not reused
-    while its session has members: so unless the pid now names another process (whose
-    session it then is), they are what the service left when it died."""
-    sessions = {
-        state.pids[name]: state.started[name]
-        for name in names
-        if name in state.started and _start_time(state.pids[name]) in (None, state.started[name])
-    }
-    return [
-        pid
-        for pid, (_, session, started) in table.items()
-        if session in sessions and started >= sessions[session]
-    ]
+def _wait_supervisord(settings: Settings, deadline: float) -> int:
+    """supervisord's pid, once it answers on its socket."""
+    while True:
+        try:
+            return int(_supervisor(settings).getPID())
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"supervisord does not answer on {socket_path(settings)}: {exc}\n"
+                    f"{_tail(stack_dir(settings) / 'logs' / 'supervisord.log')}"
+                ) from exc
+            time.sleep(0.2)
+
+
+def _wait_healthy(settings: Settings, service: Service, deadline: float) -> None:
+    """Until the service answers its health URL (without one: until supervisord counts it as
+    started). One that exits meanwhile fails the start at once, though supervisord would
+    restart it: a service that cannot start says why in its log."""
+    log = stack_dir(settings) / "logs" / f"{service.name}.log"
+    first_pid = 0
+    while True:
+        info = _supervisor(settings).getProcessInfo(f"{GROUP}:{service.name}")
+        first_pid = first_pid or info["pid"]
+        not_yet = info["statename"] == "STOPPED" and not first_pid  # before its autostart
+        if (info["statename"] in NOT_UP and not not_yet) or info["pid"] not in (0, first_pid):
+            raise StackError(
+                f"{service.name} exited during start-up ({info['statename']}: "
+                f"{info['spawnerr'] or info['description']}):\n{_tail(log)}"
+            )
+        if service.health_url is not None and _answers(service.health_url):
+            return
+        if service.health_url is None and info["statename"] == "RUNNING":
+            return
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{service.name} not healthy at {service.health_url} ({info['statename']}):\n"
+                f"{_tail(log)}"
+            )
+        time.sleep(0.5)
 
 
 def still_running(found: dict[int, int]) -> list[int]:
@@ -580,16 +760,18 @@ def stack_processes(stack_id: str) -> Iterator[int]:
             yield int(entry.name)
 
 
-def describe(state: StackState) -> str:
+def describe(state: StackState, alerts: str | None = None) -> str:
+    """What an operator needs after `make up`: the URLs, the user names and the file holding the
+    passwords, never the passwords themselves (this output ends up in logs). `alerts` is one line
+    saying whether alerts are on, from the alerting code (issue 20), printed when given."""
+    stack = Path(state.home) / "stack"
+    kept = f"password in {stack / 'secrets.json'} (mode 0600)"
     lines = [f"driftline stack ({state.profile}) is up; `make down` stops it.", ""]
-    lines.append(
-        f"  Airflow    {state.urls['airflow']}   login: {state.login['airflow']['user']}"
-        f" / {state.login['airflow']['password']}"
-    )
-    lines.append(
-        f"  MLflow     {state.urls['mlflow']}   login: {state.login['mlflow']['user']}"
-        f" / {state.login['mlflow']['password']}"
-    )
+    for service, label in (("airflow", "Airflow  "), ("mlflow", "MLflow   ")):
+        lines.append(
+            f"  {label}  {state.urls[service]}   login: {state.login[service]['user']}, "
+            f"{kept}: {service}_password"
+        )
     lines.append(f"  Evidently  {state.urls['evidently']}   (no login: bound to {HOST} only)")
     if "scoring" in state.urls:  # a stack started before the scoring server existed has none
         lines.append(
@@ -598,10 +780,13 @@ def describe(state: StackState) -> str:
         )
     lines.append("")
     lines.append(f"  Drift history inside Airflow: {state.urls['airflow']}/driftline/history")
+    if alerts is not None:
+        lines.append(f"  Alerts: {alerts}")
     lines.append(
-        f"  Credentials (generated, mode 0600): {Path(state.home) / 'stack' / 'secrets.json'}"
+        "  Services run under supervisord (a crashed one is restarted): "
+        "`driftline stack status`, `driftline stack restart NAME`"
     )
-    lines.append(f"  Logs: {Path(state.home) / 'stack' / 'logs'}")
+    lines.append(f"  Logs: {stack / 'logs'}")
     return "\n".join(lines)
 
 
@@ -634,22 +819,6 @@ def _run_once(argv: list[str], env: Mapping[str, str], log: Path, what: str) -> 
         done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)  # noqa: S603
     if done.returncode != 0:
         raise StackError(f"{what} failed (exit {done.returncode}):\n{_tail(log)}")
-
-
-def _wait_healthy(service: Service, pid: int, logs: Path, deadline: float) -> None:
-    while True:
-        if not _alive(pid):
-            raise StackError(
-                f"{service.name} exited during start-up:\n{_tail(logs / f'{service.name}.log')}"
-            )
-        if service.health_url is None or _answers(service.health_url):
-            return
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"{service.name} not healthy at {service.health_url}:\n"
-                f"{_tail(logs / f'{service.name}.log')}"
-            )
-        time.sleep(1)
 
 
 def _wait_airflow_components(airflow_url: str, deadline: float, logs: Path) -> None:
@@ -693,17 +862,6 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex((HOST, port)) != 0
 
 
-def _alive(pid: int) -> bool:
-    return _stat(pid) is not None
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _signal(pid: int, sig: signal.Signals) -> None:
     try:
         os.kill(pid, sig)
@@ -726,3 +884,11 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as out:
         out.write(text)
     os.replace(tmp, path)
+
+
+def _ini(value: object) -> str:
+    """A value for supervisord's INI: it expands %(name)s, and cuts a value at " ;" or " #"."""
+    text = str(value)
+    if re.search(r"\s[;#]", text):
+        raise StackError(f"supervisord cannot take {text!r}: a space before ; or #")
+    return text.replace("%", "%%")
