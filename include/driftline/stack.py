@@ -21,6 +21,7 @@ from __future__ import annotations
 import configparser
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -56,6 +57,8 @@ GROUP = "stack"  # supervisord's group of every service: a group is stopped all 
 STOP_WAIT = 30  # seconds a service has after SIGTERM before supervisord SIGKILLs its group
 NOT_UP = {"BACKOFF", "EXITED", "FATAL", "STOPPED", "STOPPING", "UNKNOWN"}  # supervisord states
 NOT_RUNNING = 70  # supervisor.xmlrpc.Faults.NOT_RUNNING
+
+log = logging.getLogger(__name__)
 
 
 class StackError(RuntimeError):
@@ -177,10 +180,6 @@ def config_path(settings: Settings) -> Path:
 
 def socket_path(settings: Settings) -> Path:
     return stack_dir(settings) / "supervisor.sock"
-
-
-def secrets_path(settings: Settings) -> Path:
-    return stack_dir(settings) / "secrets.json"
 
 
 def credentials(settings: Settings) -> dict[str, str]:
@@ -425,12 +424,11 @@ def start(
     tail of its log.
     """
     _refuse_if_running(settings)
-    stack, logs = stack_dir(settings), stack_dir(settings) / "logs"
+    logs = stack_dir(settings) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     if len(str(socket_path(settings)).encode()) > 100:  # a unix socket's path has ~107 bytes
         raise StackError(f"{socket_path(settings)} is too long for a unix socket: shorten the home")
     _write_private(config_path(settings), supervisord_config(settings, planned))
-    (stack / "supervisord.pid").unlink(missing_ok=True)
     daemon = subprocess.run(  # noqa: S603 - our own binary, argv list
         [str(Path(sys.executable).parent / "supervisord"), "-c", str(config_path(settings))],
         env=dict(env),
@@ -454,7 +452,7 @@ def start(
             _wait_healthy(settings, service, deadline)
         if "api-server" in state.health:
             _wait_airflow_components(state.urls["airflow"], deadline, logs)
-        state.pids = {status.name: status.pid for status in _statuses(settings)}
+        state.pids = {service.name: service.pid for service in status(settings)}
         state.save(state_path(settings))
     except BaseException:
         down(settings)
@@ -496,6 +494,12 @@ def supervisord_config(settings: Settings, planned: list[Service]) -> str:
             "stdout_logfile_backups": "2",
         }
     ini[f"group:{GROUP}"] = {"programs": ",".join(service.name for service in planned)}
+    ini["eventlistener:reaper"] = {  # see `reap`
+        "command": _ini(shlex.join([sys.executable, "-m", "driftline.stack", str(stack)])),
+        "events": "PROCESS_STATE_EXITED,PROCESS_STATE_BACKOFF",
+        "autorestart": "true",
+        "stderr_logfile": _ini(logs / "reaper.log"),
+    }
     text = io.StringIO()
     ini.write(text)
     return text.getvalue()
@@ -547,7 +551,7 @@ def restart(settings: Settings, name: str, timeout: float = 180.0) -> StackState
     _wait_healthy(settings, Service(name, [], state.health[name], 0), deadline)
     if name in AIRFLOW_SERVICES and "api-server" in state.health:
         _wait_airflow_components(state.urls["airflow"], deadline, stack_dir(settings) / "logs")
-    state.pids = {status.name: status.pid for status in _statuses(settings)}
+    state.pids = {service.name: service.pid for service in status(settings)}
     state.save(state_path(settings))
     return state
 
@@ -555,7 +559,35 @@ def restart(settings: Settings, name: str, timeout: float = 180.0) -> StackState
 def status(settings: Settings) -> list[ServiceStatus]:
     """supervisord's view of each service of the running stack."""
     _running_state(settings)
-    return _statuses(settings)
+    try:
+        infos = _supervisor(settings).getAllProcessInfo()
+    except OSError as exc:
+        raise StackError(f"supervisord does not answer on {socket_path(settings)}: {exc}") from exc
+    return [
+        ServiceStatus(info["name"], info["statename"], info["pid"], info["description"])
+        for info in infos
+        if info["group"] == GROUP  # not the reaper
+    ]
+
+
+def reap(stack: Path) -> None:
+    """supervisord's event listener: a service that exits leaves its children behind
+    (LocalExecutor's workers and their tasks outlive a crashed scheduler); stop them, as
+    `restart` does, while supervisord starts the service again. stdout carries supervisord's
+    protocol: the log goes to stderr."""
+    from supervisor import childutils
+
+    while True:
+        headers, _ = childutils.listener.wait(sys.stdin, sys.stdout)
+        try:
+            if (stack / "state.json").exists():
+                left = _left_behind(StackState.load(stack / "state.json"))
+                _stop(left, grace=10)
+                if left:
+                    log.warning("%s: stopped what it left %s", headers["eventname"], sorted(left))
+        except (StackError, OSError, ValueError):
+            log.exception("%s: could not stop what it left", headers["eventname"])
+        childutils.listener.ok(sys.stdout)
 
 
 def members(state: StackState) -> dict[int, int]:
@@ -583,16 +615,10 @@ def _session(state: StackState, table: dict[int, tuple[int, int, int]]) -> list[
     """The processes in supervisord's session (its id is supervisord's pid: it calls setsid
     when it daemonizes) that started after it. A pid is not reused while its session has
     members, so unless the pid now names another process they are the stack's."""
-    if not state.supervisord or _start_time(state.supervisord) not in (
-        None,
-        state.supervisord_started,
-    ):
+    pid, started = state.supervisord, state.supervisord_started
+    if not pid or _start_time(pid) not in (None, started):
         return []
-    return [
-        pid
-        for pid, (_, session, started) in table.items()
-        if session == state.supervisord and started >= state.supervisord_started
-    ]
+    return [member for member, (_, sid, since) in table.items() if sid == pid and since >= started]
 
 
 def _tree(roots: set[int], table: dict[int, tuple[int, int, int]]) -> set[int]:
@@ -661,17 +687,6 @@ def _supervisor(settings: Settings) -> Any:
 
     transport = SupervisorTransport(None, None, f"unix://{socket_path(settings)}")
     return xmlrpc.client.ServerProxy("http://localhost", transport=transport).supervisor
-
-
-def _statuses(settings: Settings) -> list[ServiceStatus]:
-    try:
-        infos = _supervisor(settings).getAllProcessInfo()
-    except OSError as exc:
-        raise StackError(f"supervisord does not answer on {socket_path(settings)}: {exc}") from exc
-    return [
-        ServiceStatus(info["name"], info["statename"], info["pid"], info["description"])
-        for info in infos
-    ]
 
 
 def _wait_supervisord(settings: Settings, deadline: float) -> int:
@@ -892,3 +907,8 @@ def _ini(value: object) -> str:
     if re.search(r"\s[;#]", text):
         raise StackError(f"supervisord cannot take {text!r}: a space before ; or #")
     return text.replace("%", "%%")
+
+
+if __name__ == "__main__":  # supervisord's reaper: python -m driftline.stack <stack dir>
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    reap(Path(sys.argv[1]))

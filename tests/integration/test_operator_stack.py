@@ -231,11 +231,17 @@ def test_make_up_prints_urls_and_generated_logins(stack):
     state, printed = stack["state"], stack["printed"]
     for service in ("airflow", "mlflow", "evidently", "scoring"):
         assert state["urls"][service] in printed
+    # the users and the file that holds the passwords, never the passwords: this output
+    # ends up in logs
+    secrets_file = stack["home"] / "stack" / "secrets.json"
+    assert str(secrets_file) in printed
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    kept = json.loads(secrets_file.read_text())
     for service in ("airflow", "mlflow"):
         password = state["login"][service]["password"]
-        assert password in printed and len(password) >= 16
-    secrets_file = stack["home"] / "stack" / "secrets.json"
-    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+        assert len(password) >= 16 and password not in printed
+        assert kept[f"{service}_password"] == password
+        assert f"login: {state['login'][service]['user']}" in printed
 
 
 def test_every_page_requires_a_login(stack):

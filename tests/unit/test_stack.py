@@ -264,26 +264,44 @@ def test_down_stops_its_own_processes_and_their_escaped_children_only(settings, 
             os.kill(hidden, signal.SIGKILL)
 
 
-def test_what_a_crashed_service_left_in_its_session_is_found_and_stopped(settings, fake_stack):
+def test_what_a_crashed_service_left_behind_is_stopped_as_it_restarts(settings, fake_stack):
     """LocalExecutor's workers outlive a SIGKILLed scheduler: reparented, retitled, still in
-    supervisord's session. `restart` stops them before starting the service again; `down` would
-    too."""
+    supervisord's session. The reaper (supervisord's event listener) stops them while
+    supervisord starts the service again; `restart` and `down` would find them too."""
     state = fake_stack([stack.Service("scheduler", python(LEAVING), startsecs=1)])
     orphan = child_pid(settings, "scheduler")
     bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
+        assert orphan in stack.members(state) and stack._left_behind(state) == {}
         (service,) = stack.status(settings)
-        os.kill(service.pid, signal.SIGKILL)  # the crash; supervisord starts it again
+        os.kill(service.pid, signal.SIGKILL)  # the crash
+        wait_until(lambda: stack._start_time(orphan) is None, "stopped", timeout=10)
+        wait_until(lambda: child_pid(settings, "scheduler") != orphan, "restarted")
+        assert stack.status(settings)[0].state in ("STARTING", "RUNNING")
+        reaper_log = stack.stack_dir(settings) / "logs" / "reaper.log"
+        wait_until(lambda: "stopped what it left" in reaper_log.read_text(), "logged")
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        if stack._start_time(orphan) is not None:
+            os.kill(orphan, signal.SIGKILL)
+
+
+def test_restart_stops_what_a_crashed_service_left_behind(settings, fake_stack):
+    """Without the reaper, `restart` finds what a crash left by supervisord's session."""
+    state = fake_stack([stack.Service("scheduler", python(LEAVING), startsecs=1)])
+    orphan = child_pid(settings, "scheduler")
+    try:
+        stack._supervisor(settings).stopProcess("reaper:reaper", True)
+        (service,) = stack.status(settings)
+        os.kill(service.pid, signal.SIGKILL)  # the crash
         wait_until(lambda: child_pid(settings, "scheduler") != orphan, "restarted")
         assert stack._start_time(orphan) is not None  # left behind, no marker, no parent
-        assert orphan in stack.members(state)
         assert set(stack._left_behind(state)) == {orphan}
 
         stack.restart(settings, "scheduler", timeout=30)
         assert stack._start_time(orphan) is None
-        assert bystander.poll() is None
     finally:
-        bystander.kill()
         if stack._start_time(orphan) is not None:
             os.kill(orphan, signal.SIGKILL)
 
