@@ -87,10 +87,10 @@ demo: install ## Seed the source DB, run the ETL, train a champion through Airfl
 	@echo "== the next day's predictions, published before its flights leave (driftline predictions)"
 	@$(BIN)/driftline predictions --rows 3
 
-up: install ## Start Airflow (api-server, scheduler, dag-processor, triggerer), MLflow UI, Evidently UI
+up: install ## Start Airflow (4 processes), MLflow UI, Evidently UI, scoring server under supervisord
 	$(BIN)/driftline stack up
 
-down: install ## Stop exactly the processes `make up` started
+down: install ## Shut the stack's supervisord down; nothing `make up` started is left behind
 	$(BIN)/driftline stack down
 
 # Three test files at a time on two cores (pytest-xdist; a file's tests stay together and in

@@ -415,19 +415,13 @@ def start(
     state: StackState,
     timeout: float = 180.0,
 ) -> StackState:
-    """Run `planned` under a supervisord of the stack's own, wait until every service is
-    healthy, record it in `state`. The services inherit supervisord's environment `env` (which
-    must carry the stack id): no secret goes into the config file or onto a command line.
-
-    state.json is saved as soon as supervisord runs, so `down` finds a half-started stack; on
-    any failure the stack is stopped again and the error names the service and ends with the
-    tail of its log.
-    """
+    """Run `planned` under a supervisord of the stack's own and wait until each is healthy. The
+    services inherit its environment `env` (with the stack id): no secret in the config file or
+    on a command line. On any failure the stack is stopped again and the error names the
+    service and ends with the tail of its log."""
     _refuse_if_running(settings)
     logs = stack_dir(settings) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    if len(str(socket_path(settings)).encode()) > 100:  # a unix socket's path has ~107 bytes
-        raise StackError(f"{socket_path(settings)} is too long for a unix socket: shorten the home")
     _write_private(config_path(settings), supervisord_config(settings, planned))
     daemon = subprocess.run(  # noqa: S603 - our own binary, argv list
         [str(Path(sys.executable).parent / "supervisord"), "-c", str(config_path(settings))],
@@ -447,7 +441,7 @@ def start(
     try:
         state.supervisord = _wait_supervisord(settings, deadline)
         state.supervisord_started = _start_time(state.supervisord) or 0
-        state.save(state_path(settings))
+        state.save(state_path(settings))  # from here `down` finds a half-started stack
         for service in planned:
             _wait_healthy(settings, service, deadline)
         if "api-server" in state.health:
@@ -470,7 +464,6 @@ def supervisord_config(settings: Settings, planned: list[Service]) -> str:
         "logfile": _ini(logs / "supervisord.log"),
         "pidfile": _ini(stack / "supervisord.pid"),
         "directory": _ini(settings.home),
-        "nodaemon": "false",
     }
     ini["rpcinterface:supervisor"] = {
         "supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"
@@ -480,18 +473,13 @@ def supervisord_config(settings: Settings, planned: list[Service]) -> str:
         ini[f"program:{service.name}"] = {
             "command": _ini(shlex.join(service.argv)),
             "directory": _ini(settings.home),
-            "autostart": "true",
             "autorestart": "true",
             "startsecs": str(service.startsecs),
-            "startretries": "3",
-            "stopsignal": "TERM",
             "stopwaitsecs": str(STOP_WAIT),
             "stopasgroup": "true",
             "killasgroup": "true",
             "redirect_stderr": "true",  # one log per service, in the order things happened
-            "stdout_logfile": _ini(logs / f"{service.name}.log"),
-            "stdout_logfile_maxbytes": "50MB",
-            "stdout_logfile_backups": "2",
+            "stdout_logfile": _ini(logs / f"{service.name}.log"),  # rotated at 50 MB
         }
     ini[f"group:{GROUP}"] = {"programs": ",".join(service.name for service in planned)}
     ini["eventlistener:reaper"] = {  # see `reap`
@@ -525,10 +513,7 @@ def down(settings: Settings, grace: float = 30.0) -> list[str]:
         deadline = time.monotonic() + STOP_WAIT + 15
         while time.monotonic() < deadline and still_running(daemon):
             time.sleep(0.2)
-    try:
-        _stop(found, grace, again=lambda: members(state))
-    except StackError as exc:
-        raise StackError(f"stack {state.stack_id}: {exc}") from exc
+    _stop(found, grace, again=lambda: members(state))
     state_file.unlink()
     return sorted(state.pids or state.health)
 

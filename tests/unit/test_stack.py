@@ -287,7 +287,7 @@ def test_what_a_crashed_service_left_behind_is_stopped_as_it_restarts(settings, 
             os.kill(orphan, signal.SIGKILL)
 
 
-def test_restart_stops_what_a_crashed_service_left_behind(settings, fake_stack):
+def test_what_a_crashed_service_left_in_its_session_is_found_and_stopped(settings, fake_stack):
     """Without the reaper, `restart` finds what a crash left by supervisord's session."""
     state = fake_stack([stack.Service("scheduler", python(LEAVING), startsecs=1)])
     orphan = child_pid(settings, "scheduler")
