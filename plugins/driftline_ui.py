@@ -1,10 +1,13 @@
-"""The `driftline` Airflow plugin: extra links on tasks and the drift history in the UI.
+"""The `driftline` Airflow plugin: extra links on tasks, the drift history and the champion in
+the UI.
 
 - Extra links (computed on the worker when the task ends, kept by Airflow as XCom):
   *Data Docs* on the validation task, *MLflow run* and *MLflow model version* on the
   registration task, *Drift report* and *Quality report* on the monitoring report task.
 - `/driftline/...`: the pages behind those links (Evidently reports, Data Docs, the drift
-  history), served by the api-server behind Airflow's login; *Drift history* in the nav.
+  history) and the champion at a glance with its rollback, served by the api-server behind
+  Airflow's login and its auth manager (a use-case's pages need read access to its DAGs, the
+  rollback edit access to its training DAG); *Drift history* and *Champion* in the nav.
 
 Wiring only: the URLs come from `driftline.links`, the pages from `driftline.views`.
 FastAPI is imported on the first request, not when a worker loads this plugin.
@@ -129,5 +132,12 @@ class DriftlinePlugin(AirflowPlugin):
             "destination": "nav",
             "category": "browse",
             "url_route": "drift-history",
-        }
+        },
+        {
+            "name": "Champion",
+            "href": links.plugin_url("champion"),
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "champion",
+        },
     ]

@@ -15,7 +15,13 @@ from urllib.parse import quote, urlsplit
 
 PLUGIN_PREFIX = "/driftline"
 MLFLOW_UI_ENV = "DRIFTLINE_MLFLOW_UI_URL"
+SCORING_ENV = "DRIFTLINE_SCORING_URL"  # the scoring server, as the api-server reaches it
 REPORT_KINDS = ("drift", "quality")
+
+
+def airflow_base_url(env: Mapping[str, str] = os.environ) -> str:
+    """Airflow's [api] base_url: where browsers reach the UI ('' when not configured)."""
+    return env.get("AIRFLOW__API__BASE_URL", "").rstrip("/")
 
 
 def airflow_prefix(env: Mapping[str, str] = os.environ) -> str:
@@ -42,6 +48,16 @@ def report_url(
 
 def history_url(usecase: str, env: Mapping[str, str] = os.environ) -> str:
     return plugin_url(f"history/{quote(usecase)}", env)
+
+
+def champion_url(usecase: str, env: Mapping[str, str] = os.environ) -> str:
+    return plugin_url(f"champion/{quote(usecase)}", env)
+
+
+def scoring_url(env: Mapping[str, str] = os.environ) -> str | None:
+    """The scoring server (`driftline serve`) whose answering version the champion page shows."""
+    url = env.get(SCORING_ENV, "")
+    return url.rstrip("/") if url.startswith(("http://", "https://")) else None
 
 
 def mlflow_ui(env: Mapping[str, str] = os.environ) -> str | None:
