@@ -765,12 +765,12 @@ def describe(state: StackState, alerts: str | None = None) -> str:
     passwords, never the passwords themselves (this output ends up in logs). `alerts` is one line
     saying whether alerts are on, from the alerting code (issue 20), printed when given."""
     stack = Path(state.home) / "stack"
-    kept = f"password in {stack / 'secrets.json'} (mode 0600)"
+    kept = stack / "secrets.json"
     lines = [f"driftline stack ({state.profile}) is up; `make down` stops it.", ""]
     for service, label in (("airflow", "Airflow  "), ("mlflow", "MLflow   ")):
         lines.append(
             f"  {label}  {state.urls[service]}   login: {state.login[service]['user']}, "
-            f"{kept}: {service}_password"
+            f"password: {service}_password in {kept} (mode 0600)"
         )
     lines.append(f"  Evidently  {state.urls['evidently']}   (no login: bound to {HOST} only)")
     if "scoring" in state.urls:  # a stack started before the scoring server existed has none
