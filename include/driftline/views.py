@@ -155,7 +155,7 @@ def index_page(
     return _page(title, body)
 
 
-CHAMPION_TEMPLATE = """\\
+CHAMPION_TEMPLATE = """\
 <p>Registered model <code>{{ view.model }}</code>; holdout scores are
 <code>{{ view.metric }}</code> on each version's own holdout.
 <a href="{{ history_url }}">Drift history</a></p>
@@ -203,9 +203,9 @@ endif %}</td></tr>
 previous version.</p>
 {% else %}<form class="rollback" method="post" action="{{ rollback_url }}">
 <input type="hidden" name="csrf" value="{{ csrf }}">
-<p>Moves <code>champion</code> back to version {{ view.aliased.previous.version.version }}
-(now version {{ view.aliased.champion.version.version }}), as <code>driftline rollback</code>
-does; recorded on both versions with the reason.</p>
+<p>Moves <code>champion</code> from version {{ view.aliased.champion.version.version }} back
+to version {{ view.aliased.previous.version.version }} (<code>previous</code>), as
+<code>driftline rollback</code> does; recorded on both versions with the reason.</p>
 <label>Reason <input name="reason" required maxlength="{{ reason_max }}" size="60"></label>
 <button type="submit">Roll back</button>
 </form>{% endif %}
@@ -318,6 +318,7 @@ def create_app(
     """The FastAPI app the plugin mounts at /driftline (FastAPI is imported only here)."""
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+    from starlette.concurrency import run_in_threadpool
 
     from driftline.history import DriftHistory
     from driftline.operator import champion
@@ -351,7 +352,8 @@ def create_app(
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     def reader(method: str = READ) -> Callable[..., Awaitable[Any]]:
-        async def allowed(usecase: str, user: Annotated[Any, Depends(logged_in)]) -> Any:
+        def allowed(usecase: str, user: Annotated[Any, Depends(logged_in)]) -> Any:
+            # (sync: FastAPI runs it in its thread pool, the auth manager may read the DB)
             dags = usecase_dags(usecase, settings_factory())
             if method == EDIT:
                 dags = [f"{usecase}_training"]
@@ -457,7 +459,9 @@ def create_app(
         if found.training is None:
             raise HTTPException(404, f"use-case {usecase!r} trains no model: no champion")
         try:
-            demoted, restored = champion.roll_back(settings, found, form.get("reason", ""))
+            demoted, restored = await run_in_threadpool(
+                champion.roll_back, settings, found, form.get("reason", "")
+            )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         except RuntimeError as exc:  # no previous version
