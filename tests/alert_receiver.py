@@ -1,8 +1,9 @@
 """A real local webhook that alerts are sent to in the tests: what arrived, as it arrived.
 
-apprise's `json://HOST:PORT/PATH` POSTs {"version", "title", "message", "type", ...}. Each
-first alert of an event is also kept, raw, in /tmp/alerts-received/<event>.json (the closing
-note quotes them).
+apprise's `json://HOST:PORT/PATH` POSTs {"version", "title", "message", "type", ...}. A
+receiver made with keep=True (the real task runs of the integration tests) also writes the
+latest alert of each event, raw, to /tmp/alerts-received/<event>.json (the closing note
+quotes them).
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ SAVED = Path("/tmp/alerts-received")
 class Received:
     """The alerts a receiver got, in order of arrival."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = False) -> None:
         self.raw: list[bytes] = []
         self.lock = threading.Lock()
+        self.keep = keep
 
     def add(self, body: bytes) -> None:
         with self.lock:
             self.raw.append(body)
-        alert = json.loads(body)
-        SAVED.mkdir(parents=True, exist_ok=True)
-        kept = SAVED / f"{event_of(alert)}.json"
-        if not kept.exists():
-            kept.write_bytes(body)
+        if self.keep:
+            SAVED.mkdir(parents=True, exist_ok=True)
+            (SAVED / f"{event_of(json.loads(body))}.json").write_bytes(body)
 
     @property
     def alerts(self) -> list[dict]:
@@ -49,9 +49,9 @@ def event_of(alert: dict) -> str:
 
 
 @contextmanager
-def alert_receiver(status: int = 200) -> Iterator[tuple[str, Received]]:
+def alert_receiver(status: int = 200, keep: bool = False) -> Iterator[tuple[str, Received]]:
     """A webhook on a free local port answering `status`; yields (apprise URL, Received)."""
-    received = Received()
+    received = Received(keep)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)

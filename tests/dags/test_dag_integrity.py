@@ -80,19 +80,22 @@ def test_house_rules(dagbag):
 REPEATS_AN_ALERTED_FAILURE = {("flights_monitoring", "not_scored_ahead")}
 
 
-def test_nightly_dags_have_the_use_cases_deadline(dagbag):
-    """flights.yaml's night_deadline_hours: a Deadline Alert counted from the run's queueing,
-    whose callback the triggerer can import."""
+def test_a_use_cases_night_deadline_is_an_airflow_deadline_alert(dagbag, usecase):
+    """night_deadline_hours: a Deadline Alert counted from the run's queueing, whose callback
+    the triggerer can import; flights.yaml sets none (apache/airflow#73428)."""
     from airflow.sdk import AsyncCallback, DeadlineReference
 
-    for dag_id in ("flights_etl", "flights_monitoring"):
-        (deadline,) = dagbag.dags[dag_id].deadline
-        assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT
-        assert deadline.interval == dt.timedelta(hours=6)
-        assert isinstance(deadline.callback, AsyncCallback)
-        assert deadline.callback.path == "driftline.operator.alerts.on_night_deadline_missed"
-        assert deadline.callback.kwargs == {"hours": 6}
-    assert not dagbag.dags["flights_training"].deadline  # started on demand: no night
+    from driftline_defaults import night_deadline
+
+    deadline = night_deadline(usecase.model_copy(update={"night_deadline_hours": 6}))
+    assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT
+    assert deadline.interval == dt.timedelta(hours=6)
+    assert isinstance(deadline.callback, AsyncCallback)
+    assert deadline.callback.path == "driftline.operator.alerts.on_night_deadline_missed"
+    assert deadline.callback.kwargs == {"hours": 6}
+    assert night_deadline(usecase) is None
+    for dag_id in ("flights_etl", "flights_monitoring", "flights_training"):
+        assert not dagbag.dags[dag_id].deadline
 
 
 def test_etl_dag_covers_one_new_york_day_per_run(dagbag):

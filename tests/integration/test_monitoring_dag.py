@@ -31,6 +31,8 @@ from driftline.history import (
     DriftHistory,
 )
 from driftline.judged_rows import Days
+from driftline.operator import alerts
+from tests.alert_receiver import alert_receiver, connection_env
 from tests.conftest import REPO, repo_settings
 from tests.integration.conftest import curated_env, run, run_date
 
@@ -70,7 +72,9 @@ def with_rule(env: dict[str, str], override: dict) -> dict[str, str]:
     return {**env, "DRIFTLINE_USECASES_DIR": str(folder)}
 
 
-def monitor(env: dict[str, str], day: dt.date):
+def monitor(env: dict[str, str], day: dt.date, alerts_to: str | None = None):
+    """`airflow dags test` of the night; with alerts sent to the webhook `alerts_to`."""
+    env = {**env, **connection_env(alerts_to)} if alerts_to else env
     done = run(env, "airflow", "dags", "test", "flights_monitoring", run_date(day))
     return done, done.stdout + done.stderr
 
@@ -94,10 +98,21 @@ def history_rows(settings, day: dt.date) -> int:
 
 
 def test_without_a_champion_scoring_fails_with_a_clear_message(env, state):
-    done, output = monitor(env, dt.date(2013, 2, 3))
+    with alert_receiver(keep=True) as (url, received):
+        done, output = monitor(env, dt.date(2013, 2, 3), alerts_to=url)
     assert done.returncode != 0
     assert "flights_delay has no champion yet: trigger flights_training" in output
     assert "Traceback" not in output.split("flights_delay has no champion yet")[0][-300:]
+    # one alert per task that failed for good; none for not_scored_ahead, which only repeats
+    # score_ahead's failure
+    failed = {a["title"].split(" failed: ")[0]: a for a in received.of(alerts.TASK_FAILED)}
+    assert len(received.alerts) == len(failed) == 2, [a["title"] for a in received.alerts]
+    assert set(failed) == {"[driftline] flights_monitoring.score_ahead",
+                           "[driftline] flights_monitoring.report_drift"}
+    body = failed["[driftline] flights_monitoring.score_ahead"]["message"]
+    assert "flights_delay has no champion yet: trigger flights_training" in body
+    assert re.search(r"\nrun: manual__\S+\ntry: 1 of 3\n", body), body  # failed at once
+    assert "/dags/flights_monitoring/runs/" in body  # the task's log
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +132,8 @@ def champion(state) -> str:
 def test_a_night_meeting_the_rule_triggers_training_with_the_evidence(env, state, champion):
     settings, _ = state
     night = dt.date(2013, 2, 10)
-    done, output = monitor(with_rule(env, FIRING), night)
+    with alert_receiver(keep=True) as (url, received):
+        done, output = monitor(with_rule(env, FIRING), night, alerts_to=url)
     assert done.returncode == 0, output[-5000:]
     assert "[DAG TEST] running trigger in line" in output  # the sensor deferred to its trigger
 
@@ -147,12 +163,27 @@ def test_a_night_meeting_the_rule_triggers_training_with_the_evidence(env, state
     assert evidence["quality_basis"] == recorded.quality_basis()
     assert evidence["drift_basis"] == recorded.drift_basis()
     training.TrainingRequest.from_conf(conf, load_usecase("flights", settings))  # accepted
+    # one alert: the drift, with the evidence the retraining got
+    (fired,) = received.alerts
+    assert fired["title"].startswith("[driftline] flights: drift on 2013-02-10, retraining "
+                                      "2013-02-03"), fired["title"]
+    body = fired["message"]
+    assert body.startswith(f"event: {alerts.DRIFT_FIRED}\nuse-case: flights\nnight: 2013-02-10")
+    assert f"rule: {evidence['rule']}" in body
+    assert f"drift share: {evidence['drift_share']:.4f}" in body
+    assert all(f"  - {column}" in body for column in evidence["drifted_columns"])
+    assert f"report: {evidence['report']}" in body
+    assert f"retraining window: {conf['window_days']} days ending 2013-02-03" in body
 
-    # the same night again: its row and reports are replaced, no second training starts
-    done, output = monitor(with_rule(env, FIRING), night)
+    # the same night again: its row and reports are replaced, no second training starts, and
+    # no second drift alert is sent (the night's retraining exists)
+    with alert_receiver() as (url, received):
+        done, output = monitor(with_rule(env, FIRING), night, alerts_to=url)
     assert done.returncode == 0, output[-5000:]
     assert list(training_runs(env)) == [f"drift__{night}"]
     assert history_rows(settings, night) == 1
+    assert received.alerts == []
+    assert f"flights_training/drift__{night} exists (a rerun of the night)" in output
 
 
 def test_the_report_names_the_drifted_columns_and_the_workspace_has_one_point(state, champion):
@@ -420,7 +451,8 @@ def test_rows_to_score_that_fail_the_features_suite_are_quarantined_apart(
     config["source"]["queries"]["flights"] += " AND carrier = 'no such carrier'"
     (folder / "flights.yaml").write_text(yaml.safe_dump(config))
     night, ahead = dt.date(2013, 2, 13), dt.date(2013, 2, 14)
-    done, output = monitor({**env, "DRIFTLINE_USECASES_DIR": str(folder)}, night)
+    with alert_receiver(keep=True) as (url, received):
+        done, output = monitor({**env, "DRIFTLINE_USECASES_DIR": str(folder)}, night, url)
     assert done.returncode != 0
     refused = re.search(r"flights batch for 2013-02-14 failed \d+ of 71 expectations of suite "
                         r"'flights_batch.features'; nothing was scored or published", output)
@@ -437,6 +469,15 @@ def test_rows_to_score_that_fail_the_features_suite_are_quarantined_apart(
     # the week up to the 14th, of which only the days scored before are stored
     assert recorded.drift_days.first == dt.date(2013, 2, 8) and recorded.drift_days.last < ahead
     assert monitoring.validation_passed(usecase, settings, ahead)  # the 14th's load stands
+    # one alert: score_ahead's quarantine, with the failed expectations (not_scored_ahead,
+    # which repeats it, sends none)
+    (quarantined,) = received.alerts
+    body = quarantined["message"]
+    assert body.startswith(f"event: {alerts.QUARANTINE}\ndag: flights_monitoring\n"
+                           "task: score_ahead"), body
+    assert refused.group(0) in body
+    assert "  - expect_table_row_count_to_be_between" in body
+    assert f"quarantine: {checks}" in body
 
 
 def test_a_champion_whose_model_fails_to_load_fails_scoring_and_keeps_its_alias(state, champion):

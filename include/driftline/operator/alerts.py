@@ -438,12 +438,13 @@ async def send_async(alert: Alert, conn_id: str = CONN_ID) -> bool:
 
 
 def alerts_status(conn_id: str = CONN_ID) -> str:
-    """One line for `make up`: whether alerts are on and where they go (secrets masked)."""
+    """One line for `make up` (after "Alerts: "): on and where they go (secrets masked), off,
+    or not working and why."""
     try:
         targets = _targets(_connection(conn_id), conn_id)
     except NotConfigured:
-        return f"alerts: off (no Airflow connection {conn_id}; set {CONN_ENV}, see README 'Alerts')"
+        return f"off (no Airflow connection {conn_id}: set {CONN_ENV}, README: Alerts)"
     except Exception as exc:
-        return f"alerts: NOT WORKING (connection {conn_id}: {type(exc).__name__}: {exc})"
+        return f"NOT WORKING (Airflow connection {conn_id}: {type(exc).__name__}: {exc})"
     where = ", ".join(target.url(privacy=True).split("?")[0] for target in targets)
-    return f"alerts: on (Airflow connection {conn_id} -> {where})"
+    return f"on -> {where} (Airflow connection {conn_id})"
