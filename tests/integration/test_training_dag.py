@@ -23,6 +23,8 @@ import pytest
 
 from driftline import etl, registry, scoring, training
 from driftline.config import load_usecase
+from driftline.operator import alerts
+from tests.alert_receiver import alert_receiver, connection_env
 from tests.conftest import repo_settings
 from tests.integration.conftest import BIN, curated_env, run
 from tests.stack_helpers import free_port
@@ -46,8 +48,18 @@ def state(env):
     return settings, load_usecase("flights", settings)
 
 
-def trigger(env, conf: dict):
+def trigger(env, conf: dict, alerts_to: str | None = None):
+    """`airflow dags test` of a training run; with alerts sent to the webhook `alerts_to`."""
+    env = {**env, **connection_env(alerts_to)} if alerts_to else env
     return run(env, "airflow", "dags", "test", "flights_training", "-c", json.dumps(conf))
+
+
+def gate_alert(received, event: str) -> dict[str, str]:
+    """The run's one alert, the gate's `event`, as its `name: value` lines."""
+    (alert,) = received.alerts
+    facts = dict(line.split(": ", 1) for line in alert["message"].splitlines() if ": " in line)
+    assert facts["event"] == event, alert
+    return {"title": alert["title"], **facts}
 
 
 def aliases(settings) -> dict[str, str | None]:
@@ -57,9 +69,15 @@ def aliases(settings) -> dict[str, str | None]:
 
 def test_january_training_registers_a_champion_that_loads_and_predicts(env, state):
     settings, usecase = state
-    done = trigger(env, {"window_end": "2013-01-31", "window_days": 31, "reason": "first model"})
+    with alert_receiver(keep=True) as (url, received):
+        done = trigger(
+            env, {"window_end": "2013-01-31", "window_days": 31, "reason": "first model"}, url)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     assert aliases(settings) == {"champion": "1", "challenger": "1", "previous": None}
+    promoted = gate_alert(received, alerts.PROMOTED)
+    assert promoted["title"] == "[driftline] flights: flights_delay version 1 promoted to champion"
+    assert (promoted["champion"], promoted["reason"]) == ("none before this one", "no champion yet")
+    assert f"GATE: {promoted['title'].removeprefix('[driftline] ')}" in done.stdout + done.stderr
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     champion = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
@@ -149,7 +167,9 @@ def test_retried_register_and_gate_reuse_their_version_and_decision(state):
 
 def test_a_second_window_registers_version_2_and_the_rule_decides(env, state):
     settings, usecase = state
-    done = trigger(env, {"window_end": "2013-02-07", "window_days": 14, "reason": "fresher"})
+    with alert_receiver(keep=True) as (url, received):
+        done = trigger(
+            env, {"window_end": "2013-02-07", "window_days": 14, "reason": "fresher"}, url)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     tags = registry.version_info(settings, usecase, "2")["tags"]
     scores = json.loads(tags["gate.scores"])
@@ -158,6 +178,12 @@ def test_a_second_window_registers_version_2_and_the_rule_decides(env, state):
     expected = registry.decide(registry.Scores(**scores["challenger"]),
                                registry.Scores(**scores["champion"]), usecase.training.gate)
     assert (tags["gate.decision"] == "promoted") == expected.promote
+    # the alert says which, with both scores on the primary metric (as recorded)
+    said = gate_alert(received, alerts.PROMOTED if expected.promote else alerts.KEPT)
+    for role, version in (("challenger", "2"), ("champion", "1")):
+        auc = scores[role]["overall"]["roc_auc"]
+        assert said[role] == f"version {version}: roc_auc {auc:.4f}", said
+    assert said["reason"] == tags["gate.reason"]
     if expected.promote:
         assert aliases(settings) == {"champion": "2", "challenger": "2", "previous": "1"}
     else:
@@ -172,7 +198,8 @@ def test_a_challenger_whose_holdout_the_champion_trained_on_is_not_promoted(env,
     its own training days, won by construction, and the reason read "does not beat"."""
     settings, usecase = state
     before = aliases(settings)
-    done = trigger(env, {"window_end": "2013-01-31", "window_days": 2, "reason": "worse"})
+    with alert_receiver(keep=True) as (url, received):
+        done = trigger(env, {"window_end": "2013-01-31", "window_days": 2, "reason": "worse"}, url)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     info = registry.version_info(settings, usecase, "3")
     assert info["tags"]["gate.decision"] == "not promoted"
@@ -186,6 +213,15 @@ def test_a_challenger_whose_holdout_the_champion_trained_on_is_not_promoted(env,
     assert "Gate: not promoted" in info["description"]
     after = aliases(settings)
     assert after["champion"] == before["champion"] and after["challenger"] == "3"
+    # where the operator looks first: the alert, the task's log line and its return value
+    kept = gate_alert(received, alerts.KEPT)
+    headline = f"flights: flights_delay: champion version {champion} kept; challenger version " \
+               "3 not promoted"
+    assert kept["title"] == f"[driftline] {headline}"
+    assert kept["decision"] == "kept the champion" and kept["reason"] == info["tags"]["gate.reason"]
+    assert kept["challenger"].startswith("version 3: roc_auc 0.")
+    assert kept["champion"] == f"version {champion}: roc_auc n/a"  # not compared: too few rows
+    assert f"GATE: {headline}" in done.stdout + done.stderr
 
 
 def test_reproduce_restores_the_data_from_the_remote_and_gets_identical_metrics(env):
@@ -273,10 +309,17 @@ def test_the_server_follows_a_promotion_and_a_rollback_with_the_batch_probabilit
         assert answer["version"] == before["champion"]
         np.testing.assert_allclose(answer["predictions"], published["prediction"], rtol=1e-6)
 
-        done = run(env, "driftline", "rollback", "--reason", "bad predictions at JFK")
+        with alert_receiver(keep=True) as (alerts_url, received):
+            done = run({**env, **connection_env(alerts_url)}, "driftline", "rollback", "--reason",
+                       "bad predictions at JFK")
         assert done.returncode == 0, done.stdout + done.stderr
         after = aliases(settings)
         assert (after["champion"], after["previous"]) == (before["previous"], before["champion"])
+        (rolled,) = received.alerts  # the CLI's rollback, outside any Airflow task
+        assert rolled["title"] == (f"[driftline] flights: {MODEL} rolled back from version "
+                                   f"{before['champion']} to version {before['previous']}")
+        assert "reason: bad predictions at JFK\nby: " in rolled["message"]
+        assert rolled["message"].endswith("(driftline rollback)")
         restored = registry.version_info(settings, usecase, after["champion"])["tags"]
         assert "bad predictions at JFK" in restored["rollback.restored"]
         answer = ask(published)
@@ -309,9 +352,16 @@ def test_the_server_follows_a_promotion_and_a_rollback_with_the_batch_probabilit
 def test_invalid_params_are_refused_naming_the_field(env, state, conf, named):
     settings, usecase = state
     versions_before = len(registry.client(settings).search_model_versions(f"name='{MODEL}'"))
-    done = trigger(env, conf)
+    with alert_receiver(keep=True) as (url, received):
+        done = trigger(env, conf, url)
     assert done.returncode != 0
     assert named in done.stdout + done.stderr
+    # a refused Param stops the run before any task (nothing to alert); a conf that passes
+    # them fails check_request for good: one alert, no retry
+    failed = [a for a in received.alerts if named in a["message"]]
+    assert received.alerts == failed and len(failed) == (0 if "param" in named else 1)
+    assert all(a["title"].startswith("[driftline] flights_training.check_request failed: ")
+               for a in failed)
     assert len(registry.client(settings).search_model_versions(f"name='{MODEL}'")) \
         == versions_before
 

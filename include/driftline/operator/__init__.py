@@ -1,1 +1,1 @@
-"""What the platform tells its operator without being asked: alerts."""
+"""The operator's side of the platform: what it is told (alerts) and what it does by hand."""
