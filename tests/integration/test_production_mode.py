@@ -432,3 +432,119 @@ def test_production_stack_runs_etl_training_and_two_monitored_nights(production_
         "then since the stack was up",
         {k: round(v) for k, v in timings.items()},
     )
+
+
+# --- who reads and rolls back through the driftline pages, by FAB role --------------------
+
+FAB_USERS = """\
+import sys
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+with get_application_builder() as appbuilder:
+    sm = appbuilder.sm
+    reader = sm.find_role("flights_reader") or sm.add_role("flights_reader")
+    for dag_id in ("flights_etl", "flights_training", "flights_monitoring"):
+        sm.add_permission_to_role(reader, sm.create_permission("can_read", f"DAG:{dag_id}"))
+    for name, role in (("reader", reader), ("viewer", sm.find_role("Viewer"))):
+        if sm.find_user(username=name) is None:
+            assert sm.add_user(name, name, "User", f"{name}@driftline.invalid", role, sys.argv[1])
+"""
+
+
+def test_driftline_pages_and_rollback_follow_fab_roles(production_stack):
+    """Three FAB users on the production profile: the Admin reads every use-case's pages and
+    may roll back; a Viewer reads them all but may not roll back; a user whose role reads
+    only flights' DAGs reads flights' pages, gets 403 on another use-case's report, Data Docs
+    and history, sees no rollback and may not post one. A paused training DAG with a queued
+    run is said on the champion page."""
+    home, env = production_stack
+    state = stack_state(home)
+    airflow_url = state["urls"]["airflow"]
+    # a second use-case the plugin knows (starting in 2099: no run, whatever is parsed)
+    config = yaml.safe_load((Path(env["DRIFTLINE_USECASES_DIR"]) / "flights.yaml").read_text())
+    config.update(name="taxis", start_date="2099-01-01", end_date="2099-01-02")
+    (Path(env["DRIFTLINE_USECASES_DIR"]) / "taxis.yaml").write_text(yaml.safe_dump(config))
+    night = NIGHTS[0]
+    for usecase in (USECASE, "taxis"):
+        folder = Path(env["DRIFTLINE_HOME"]) / "reports" / usecase / night.isoformat()
+        folder.mkdir(parents=True)
+        (folder / "drift.html").write_text(f"<html>{usecase} drift</html>")
+
+    api = AirflowApi(
+        airflow_url, state["login"]["airflow"]["user"], state["login"]["airflow"]["password"]
+    )
+    api.wait_for_dags({ETL, TRAINING, MONITORING})
+    password = uuid.uuid4().hex
+    made = subprocess.run(
+        [sys.executable, "-c", FAB_USERS, password],
+        env={
+            **env,
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+            ),
+            "AIRFLOW__FAB__CONFIG_FILE": str(home / "stack" / "webserver_config.py"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    # flights_training paused with a run waiting: the page must say so
+    from airflow_client.client.api.dag_api import DAGApi
+    from airflow_client.client.models.dag_patch_body import DAGPatchBody
+
+    DAGApi(api.client).patch_dag(TRAINING, DAGPatchBody(is_paused=True))
+    api.trigger(TRAINING, {"window_end": WINDOW_END.isoformat(), "reason": "waits"})
+
+    def bearer(user: str, secret: str) -> dict[str, str]:
+        answer = httpx.post(
+            f"{airflow_url}/auth/token", json={"username": user, "password": secret}, timeout=60
+        )
+        assert answer.status_code in (200, 201), answer.text[:500]
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    admin = bearer(state["login"]["airflow"]["user"], state["login"]["airflow"]["password"])
+    viewer, reader = bearer("viewer", password), bearer("reader", password)
+    pages = {
+        "flights report": f"/driftline/reports/{USECASE}/{night}/drift",
+        "taxis report": f"/driftline/reports/taxis/{night}/drift",
+        "taxis history": "/driftline/history/taxis",
+        "taxis Data Docs": f"/driftline/data-docs/taxis/{night}",
+        "flights history": f"/driftline/history/{USECASE}",
+        "flights champion": f"/driftline/champion/{USECASE}",
+    }
+    expected = {  # status per user and page (Data Docs of a day never validated: 404)
+        "admin": [200, 200, 200, 404, 200, 200],
+        "viewer": [200, 200, 200, 404, 200, 200],
+        "reader": [200, 403, 403, 403, 200, 200],
+    }
+    with httpx.Client(base_url=airflow_url, timeout=120) as http:
+        seen = {
+            user: [http.get(url, headers=headers).status_code for url in pages.values()]
+            for user, headers in (("admin", admin), ("viewer", viewer), ("reader", reader))
+        }
+        assert seen == expected, seen
+        refused = http.get(pages["taxis report"], headers=reader)
+        assert "taxis_etl" in refused.json()["detail"], refused.text
+        served = http.get(pages["flights report"], headers=reader)
+        assert served.text == "<html>flights drift</html>"
+        # the nav entry opens on the one use-case the reader may read
+        index = http.get("/driftline/history", headers=reader, follow_redirects=False)
+        assert index.status_code == 303, index.text[:300]
+        assert index.headers["location"].endswith(f"/driftline/history/{USECASE}")
+
+        champion = {u: http.get(pages["flights champion"], headers=h).text
+                    for u, h in (("admin", admin), ("viewer", viewer), ("reader", reader))}
+        assert "Rolling back needs edit access" not in champion["admin"]
+        assert "Nothing to roll back to" in champion["admin"]  # no champion trained here
+        for user in ("viewer", "reader"):
+            assert "Rolling back needs edit access" in champion[user], user
+            assert "<form" not in champion[user], user
+        assert f"{TRAINING} is paused with 1 queued run(s)" in champion["admin"]
+        rollback = f"/driftline/champion/{USECASE}/rollback"
+        for user, headers in (("viewer", viewer), ("reader", reader)):
+            answer = http.post(rollback, data={"reason": "not mine"}, headers=headers)
+            assert answer.status_code == 403, (user, answer.text[:300])
+        # the admin gets through to the registry, which has nothing to roll back to
+        answer = http.post(rollback, data={"reason": "try"}, headers=admin)
+        assert answer.status_code == 409 and "previous" in answer.json()["detail"], answer.text
