@@ -57,7 +57,9 @@ from airflow_client.client.models.dag_run_clear_body import DAGRunClearBody
 from driftline import etl
 from driftline.config import load_usecase
 from driftline.history import DriftHistory
+from driftline.operator import alerts
 from tests import warm_cli
+from tests.alert_receiver import alert_receiver, connection_env
 from tests.conftest import BREAK_ONE_ORIGIN, FIX_ORIGIN, REPO, corrupt, repo_settings, sqlite_url
 from tests.stack_helpers import (
     GREEN,
@@ -124,6 +126,9 @@ CHROMIUM_FLAGS = [
 ]
 
 
+DEADLINE_HOURS = 0.0003  # ~1 s after a night's run is queued: no run finishes by then
+
+
 def bounded_nights(folder: Path) -> Path:
     """flights.yaml for the compressed month: NIGHTS days, 2-day windows and holdouts, a rule
     that fires on any drift (nights judged alone) outside the cool-down."""
@@ -135,6 +140,7 @@ def bounded_nights(folder: Path) -> Path:
     config["monitoring"]["tests"].update(num_threshold=0.01, cat_threshold=0.01)
     config["monitoring"]["rule"].update(
         drift_share=0.05, nights_drifted=1, nights_window=1, cooldown_days=COOLDOWN_DAYS)
+    config["night_deadline_hours"] = DEADLINE_HOURS  # every night misses it: one alert each
     folder.mkdir(parents=True)
     (folder / "flights.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return folder
@@ -167,26 +173,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seeded_source: Path):
     home = root / "home"
     (home / "source").mkdir(parents=True)
     shutil.copyfile(seeded_source, home / "source" / "flights.db")
-    env = stack_env(
-        home,
-        {
-            "DRIFTLINE_USECASES_DIR": str(bounded_nights(root / "usecases")),
-            "DRIFTLINE_EXPECTATIONS_DIR": str(REPO / "expectations"),
-            # a task whose process died with the scheduler is noticed after 60 s, not 300 s
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
-        },
-    )
-    # the champion page shows the version the scoring server answers with
-    env["DRIFTLINE_SCORING_URL"] = f"http://127.0.0.1:{env['DRIFTLINE_SCORING_PORT']}"
-    began = time.monotonic()
-    printed = make("up", env)
-    TIMINGS["stack up"] = time.monotonic() - began
-    state = stack_state(home)
-    try:
-        yield {"home": home, "env": env, "state": state, "own": True, "printed": printed}
-    finally:
-        if (home / "stack" / "state.json").exists():
-            make("down", env)
+    # every alert the stack sends arrives here (test_every_event_alerts_once_through_the_stack)
+    with alert_receiver(keep=True) as (alerts_url, received):
+        env = stack_env(
+            home,
+            {
+                "DRIFTLINE_USECASES_DIR": str(bounded_nights(root / "usecases")),
+                "DRIFTLINE_EXPECTATIONS_DIR": str(REPO / "expectations"),
+                # a task whose process died with the scheduler is noticed after 60 s, not 300 s
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+                **connection_env(alerts_url),
+            },
+        )
+        began = time.monotonic()
+        printed = make("up", env)
+        TIMINGS["stack up"] = time.monotonic() - began
+        state = stack_state(home)
+        try:
+            yield {"home": home, "env": env, "state": state, "own": True, "printed": printed,
+                   "alerts": received}
+        finally:
+            if (home / "stack" / "state.json").exists():
+                make("down", env)
 
 
 @pytest.fixture(scope="module")
@@ -582,6 +590,35 @@ def test_a_month_goes_on_through_the_scheduler(stack, api):
     sys.stderr.write(f"\nthe month through the scheduler: {TIMINGS}\n")
 
 
+def test_every_event_alerts_once_through_the_stack(stack, api):
+    """What the month sent to the stack's webhook: one alert per event, from the scheduler's
+    own task runs, the triggerer (deadlines) and the CLI (the rollback)."""
+    own_stack(stack)
+    received = stack["alerts"]
+    # the bad day: its quarantine (its validate_batch failed once), naming the expectation
+    (quarantined,) = received.of(alerts.QUARANTINE)
+    assert "dag: flights_etl\ntask: validate_batch" in quarantined["message"]
+    assert "expect_column_values_to_be_in_set on origin" in quarantined["message"]
+    assert "XXX" in quarantined["message"]
+    # the night of 5 January fired once, with its evidence
+    (fired,) = received.of(alerts.DRIFT_FIRED)
+    assert f"night: {FIRING_NIGHT}" in fired["message"] and "drift share: " in fired["message"]
+    # every training run's gate: one decision each, both scores
+    decisions = received.of(alerts.PROMOTED) + received.of(alerts.KEPT)
+    runs = sorted(line.removeprefix("run: ") for a in decisions
+                  for line in a["message"].splitlines() if line.startswith("run: "))
+    assert runs == sorted(["month__first_champion", SENSOR_RUN, *TRAININGS]), runs
+    # the rollback by the CLI
+    (rolled,) = received.of(alerts.ROLLBACK)
+    assert "reason: the forced window is worse at JFK" in rolled["message"]
+    # the triggerer: each night's run missed its ~1 s deadline, one alert each
+    late = [line.removeprefix("dag: ") + "/" + a["message"].split("\nrun: ")[1].split("\n")[0]
+            for a in received.of(alerts.DEADLINE_MISSED) for line in a["message"].splitlines()
+            if line.startswith("dag: ")]
+    nightly = [f"{dag_id}/{r.dag_run_id}" for dag_id in (ETL, MONITORING) for r in api.runs(dag_id)]
+    assert sorted(late) == sorted(nightly), (late, nightly)
+
+
 def test_the_rest_api_client_refuses_a_bad_conf_and_runs_a_good_one(api, training_run):
     with pytest.raises(ApiException) as refused:
         api.trigger(TRAINING, {**WINDOW, "window_days": 0})
@@ -644,87 +681,9 @@ def test_browser_login_dags_training_run_and_its_mlflow_link(stack, training_run
 
         page.goto(f"{airflow}/plugin/drift-history")  # the plugin's view, in Airflow's nav
         view = page.frame_locator("iframe")
-        # one use-case: the nav entry opens on its history directly
+        view.get_by_role("link", name="flights").click()
         expect(view.get_by_text("flights: drift history")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(shots / "airflow-drift-history.png"))
-        report_link = view.get_by_role("link", name="drift", exact=True)
-        if stack["own"] or report_link.count():  # (a stack elsewhere may have no night yet)
-            with context.expect_page() as opened:  # a report opens in a tab of its own
-                report_link.first.click()
-            report = opened.value
-            report.wait_for_load_state()
-            assert "/driftline/reports/flights/" in report.url, report.url
-            report_url = report.url
-            report.close()
-            # the report's URL without a session: the login page, not JSON
-            anonymous = browser.new_context()
-            stranger = anonymous.new_page()
-            stranger.goto(report_url)
-            stranger.wait_for_url(lambda url: "login" in url, timeout=30_000)
-            expect(stranger.get_by_label("Username")).to_be_visible(timeout=30_000)
-            anonymous.close()
-
-        # the champion at a glance (the admin may roll back), and a rollback with a reason
-        page.set_viewport_size({"width": 1400, "height": 1400})  # the whole page in the shot
-        page.goto(f"{airflow}/plugin/champion")
-        view = page.frame_locator("iframe")
-        expect(view.get_by_text("flights: champion")).to_be_visible(timeout=60_000)
-        expect(view.get_by_text("@champion", exact=True)).to_be_visible()
-        form = view.locator("form.rollback")
-        if stack["own"] or form.count():  # (a stack elsewhere may have no previous version)
-            expect(form).to_be_visible()
-            page.screenshot(path=str(shots / "airflow-champion-admin.png"), full_page=True)
-            reason = "browser test: rolled back from the Airflow UI"
-            form.get_by_label("Reason").fill(reason)
-            form.get_by_role("button", name="Roll back").click()
-            notice = view.get_by_text("Rolled back: the champion is version")
-            expect(notice).to_be_visible(timeout=60_000)
-            restored = re.search(r"version (\d+) again", notice.inner_text()).group(1)
-            expect(view.get_by_text(f"restored by a rollback: {reason}")).to_be_visible()
-            if stack["own"]:  # the scoring server answers with the restored champion at once
-                served = view.locator("p.served")
-                expect(served).to_contain_text(f"version {restored} (the champion)")
-            status = driftline(stack["env"], "status")
-            assert re.search(rf"@champion\s+version {restored}:", status), status
-
-        # a viewer: reads the champion, sees no rollback, and a rollback it posts is refused
-        viewer = browser.new_context(viewport={"width": 1400, "height": 1400})
-        login = state["login"].get("airflow_viewer")
-        viewer_page = viewer.new_page()
-        if login:
-            viewer_page.goto(airflow)
-            viewer_page.get_by_label("Username").fill(login["user"])
-            viewer_page.get_by_label("Password").fill(login["password"])
-            viewer_page.get_by_role("button", name="Sign in").click()
-            viewer_page.wait_for_url(lambda url: "login" not in url)
-        else:  # a stack without a viewer login: the session Airflow would give a viewer
-            secret = json.loads((stack["home"] / "stack" / "secrets.json").read_text())
-            mint = subprocess.run(
-                [sys.executable, "-c",
-                 "from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import "
-                 "SimpleAuthManager as M;"
-                 "from airflow.api_fastapi.auth.managers.simple.user import "
-                 "SimpleAuthManagerUser as U;"
-                 "print(M().generate_jwt(U(username='viewer', role='viewer')))"],
-                env={**stack["env"], "AIRFLOW__API_AUTH__JWT_SECRET": secret["jwt_secret"]},
-                capture_output=True, text=True, timeout=120, check=True,
-            )
-            viewer.add_cookies(
-                [{"name": "_token", "value": mint.stdout.strip().splitlines()[-1], "url": airflow}]
-            )
-        viewer_page.goto(f"{airflow}/plugin/champion")
-        viewer_view = viewer_page.frame_locator("iframe")
-        expect(viewer_view.get_by_text("flights: champion")).to_be_visible(timeout=60_000)
-        expect(viewer_view.get_by_text("Rolling back needs edit access to")).to_be_visible()
-        expect(viewer_view.locator("form")).to_have_count(0)
-        viewer_page.screenshot(path=str(shots / "airflow-champion-viewer.png"), full_page=True)
-        refused = viewer.request.post(
-            f"{airflow}/driftline/champion/flights/rollback",
-            form={"reason": "a viewer tries"},
-            headers={"Origin": airflow},
-        )
-        assert refused.status == 403, refused.text()
-        viewer.close()
         browser.close()
 
 
