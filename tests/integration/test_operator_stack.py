@@ -185,6 +185,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seeded_source: Path):
                 **connection_env(alerts_url),
             },
         )
+        # the champion page shows the version the scoring server answers with
+        env["DRIFTLINE_SCORING_URL"] = f"http://127.0.0.1:{env['DRIFTLINE_SCORING_PORT']}"
         began = time.monotonic()
         printed = make("up", env)
         TIMINGS["stack up"] = time.monotonic() - began
@@ -681,9 +683,87 @@ def test_browser_login_dags_training_run_and_its_mlflow_link(stack, training_run
 
         page.goto(f"{airflow}/plugin/drift-history")  # the plugin's view, in Airflow's nav
         view = page.frame_locator("iframe")
-        view.get_by_role("link", name="flights").click()
+        # one use-case: the nav entry opens on its history directly
         expect(view.get_by_text("flights: drift history")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(shots / "airflow-drift-history.png"))
+        report_link = view.get_by_role("link", name="drift", exact=True)
+        if stack["own"] or report_link.count():  # (a stack elsewhere may have no night yet)
+            with context.expect_page() as opened:  # a report opens in a tab of its own
+                report_link.first.click()
+            report = opened.value
+            report.wait_for_load_state()
+            assert "/driftline/reports/flights/" in report.url, report.url
+            report_url = report.url
+            report.close()
+            # the report's URL without a session: the login page, not JSON
+            anonymous = browser.new_context()
+            stranger = anonymous.new_page()
+            stranger.goto(report_url)
+            stranger.wait_for_url(lambda url: "login" in url, timeout=30_000)
+            expect(stranger.get_by_label("Username")).to_be_visible(timeout=30_000)
+            anonymous.close()
+
+        # the champion at a glance (the admin may roll back), and a rollback with a reason
+        page.set_viewport_size({"width": 1400, "height": 1400})  # the whole page in the shot
+        page.goto(f"{airflow}/plugin/champion")
+        view = page.frame_locator("iframe")
+        expect(view.get_by_text("flights: champion")).to_be_visible(timeout=60_000)
+        expect(view.get_by_text("@champion", exact=True)).to_be_visible()
+        form = view.locator("form.rollback")
+        if stack["own"] or form.count():  # (a stack elsewhere may have no previous version)
+            expect(form).to_be_visible()
+            page.screenshot(path=str(shots / "airflow-champion-admin.png"), full_page=True)
+            reason = "browser test: rolled back from the Airflow UI"
+            form.get_by_label("Reason").fill(reason)
+            form.get_by_role("button", name="Roll back").click()
+            notice = view.get_by_text("Rolled back: the champion is version")
+            expect(notice).to_be_visible(timeout=60_000)
+            restored = re.search(r"version (\d+) again", notice.inner_text()).group(1)
+            expect(view.get_by_text(f"restored by a rollback: {reason}")).to_be_visible()
+            if stack["own"]:  # the scoring server answers with the restored champion at once
+                served = view.locator("p.served")
+                expect(served).to_contain_text(f"version {restored} (the champion)")
+            status = driftline(stack["env"], "status")
+            assert re.search(rf"@champion\s+version {restored}:", status), status
+
+        # a viewer: reads the champion, sees no rollback, and a rollback it posts is refused
+        viewer = browser.new_context(viewport={"width": 1400, "height": 1400})
+        login = state["login"].get("airflow_viewer")
+        viewer_page = viewer.new_page()
+        if login:
+            viewer_page.goto(airflow)
+            viewer_page.get_by_label("Username").fill(login["user"])
+            viewer_page.get_by_label("Password").fill(login["password"])
+            viewer_page.get_by_role("button", name="Sign in").click()
+            viewer_page.wait_for_url(lambda url: "login" not in url)
+        else:  # a stack without a viewer login: the session Airflow would give a viewer
+            secret = json.loads((stack["home"] / "stack" / "secrets.json").read_text())
+            mint = subprocess.run(
+                [sys.executable, "-c",
+                 "from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import "
+                 "SimpleAuthManager as M;"
+                 "from airflow.api_fastapi.auth.managers.simple.user import "
+                 "SimpleAuthManagerUser as U;"
+                 "print(M().generate_jwt(U(username='viewer', role='viewer')))"],
+                env={**stack["env"], "AIRFLOW__API_AUTH__JWT_SECRET": secret["jwt_secret"]},
+                capture_output=True, text=True, timeout=120, check=True,
+            )
+            viewer.add_cookies(
+                [{"name": "_token", "value": mint.stdout.strip().splitlines()[-1], "url": airflow}]
+            )
+        viewer_page.goto(f"{airflow}/plugin/champion")
+        viewer_view = viewer_page.frame_locator("iframe")
+        expect(viewer_view.get_by_text("flights: champion")).to_be_visible(timeout=60_000)
+        expect(viewer_view.get_by_text("Rolling back needs edit access to")).to_be_visible()
+        expect(viewer_view.locator("form")).to_have_count(0)
+        viewer_page.screenshot(path=str(shots / "airflow-champion-viewer.png"), full_page=True)
+        refused = viewer.request.post(
+            f"{airflow}/driftline/champion/flights/rollback",
+            form={"reason": "a viewer tries"},
+            headers={"Origin": airflow},
+        )
+        assert refused.status == 403, refused.text()
+        viewer.close()
         browser.close()
 
 
