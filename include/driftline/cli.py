@@ -636,7 +636,9 @@ def stack_up(ctx: _Context, production: bool, timeout: int) -> None:
         state = operator_stack.up(ctx.settings, production=production, timeout=timeout)
     except operator_stack.StackError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(operator_stack.describe(state))
+    from driftline.operator.alerts import alerts_status
+
+    click.echo(operator_stack.describe(state, alerts=alerts_status()))
 
 
 @stack.command("down")

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from driftline import airflow_admin
+from driftline import airflow_admin, links
 from driftline.config import Settings, project_root
 
 STACK_ID_ENV = "DRIFTLINE_STACK_ID"
@@ -239,6 +239,7 @@ def environment(
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             MLFLOW_UI_ENV: mlflow_url,
             EVIDENTLY_UI_ENV: f"http://{HOST}:{ports.evidently}",
+            links.SCORING_ENV: f"http://{HOST}:{ports.scoring}",  # the champion page asks it
             "GX_ANALYTICS_ENABLED": "False",
             "DO_NOT_TRACK": "1",
             "DVC_NO_ANALYTICS": "1",
