@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from drift_sensor import DriftSensor
 from driftline.config import PREDICTIONS_URL_ENV, Settings, UseCase, list_usecases
+from driftline.operator.alerts import on_retraining_started
 from driftline_defaults import default_args, night_deadline, nightly, with_links
 from driftline_ui import DriftReportLink, QualityReportLink
 
@@ -42,11 +43,11 @@ Each run is the night after the same **{tz}** day as the `{name}_etl` run of its
 4. **drift_sensor**: the rule: drift share >= {share} on {k} of the last {n} nights{quality};
    cool-down {cooldown} days since the last retraining; never after a failed validation.
    The decision (fired / skipped: quiet / skipped: cool-down / skipped: validation failed) is
-   recorded in the drift history. Not firing skips the next task; the run stays green.
-   Firing sends one drift alert with the evidence (alerts on: README, Alerts); a rerun of a
-   night whose retraining exists already sends none;
+   recorded in the drift history. Not firing skips the next task; the run stays green;
 5. **trigger_retraining**: starts `{name}_training` (run id `drift__<day>`) with the evidence
-   in its conf: day, report, drift share, drifted columns, quality figures, reason `drift`.
+   in its conf: day, report, drift share, drifted columns, quality figures, reason `drift`,
+   and sends one drift alert with that evidence (alerts on: README, Alerts). A rerun of a
+   night whose retraining exists already skips this task: no second training, no alert.
 
 **When it fails**
 - *wait_for_partition*: the day's ETL has not loaded it (or its validation failed: see the
@@ -158,25 +159,23 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
                 "says why); the night was still judged"
             )
 
-        # the run the firing starts: the sensor alerts only if it does not exist yet
-        retraining = (f"{usecase.name}_training", f"drift__{day}")
         drift_sensor = DriftSensor(
             task_id="drift_sensor",
             usecase=usecase.name,
             day=day,
-            retraining=retraining,
             poke_interval=60,
             timeout=3600,
             trigger_poll_seconds=10,
         )
         trigger_retraining = TriggerDagRunOperator(
             task_id="trigger_retraining",
-            trigger_dag_id=retraining[0],
-            trigger_run_id=retraining[1],
+            trigger_dag_id=f"{usecase.name}_training",
+            trigger_run_id=f"drift__{day}",
             conf=drift_sensor.output,
             logical_date=None,
             skip_when_already_exists=True,  # a rerun of the night starts no second training
             openlineage_inject_parent_info=False,  # the training DAG refuses unknown conf keys
+            on_success_callback=on_retraining_started(usecase.name),  # the drift alert, once
         )
         scored = score_ahead(day)
         reported = report_drift(day)

@@ -4,9 +4,9 @@ It waits (deferred, in the triggerer: no worker slot held) until the night's rep
 drift history, then judges the use-case's drift rule (k of the last n nights at or above a
 drift share, or a quality drop; never inside the cool-down, never after a failed validation)
 and records the decision in the history. When the rule holds it returns the conf of the
-retraining run, with the evidence, and sends the drift alert (once: not when the night's
-retraining exists already, i.e. on a rerun of a night that fired); otherwise it skips, so
-the trigger downstream is skipped too and the run stays green.
+retraining run, with the evidence (the DAG's trigger task starts that run and sends the
+drift alert); otherwise it skips, so the trigger downstream is skipped too and the run stays
+green.
 
 Lives in plugins/ (on sys.path of every Airflow component) so that the triggerer can import
 the trigger. The work is done by `driftline.monitoring`; this module only adapts it.
@@ -63,12 +63,10 @@ class DriftSensor(BaseSensorOperator):
 
     :param usecase: use-case name (its config holds the rule: `monitoring.rule`)
     :param day: the night, YYYY-MM-DD (templated)
-    :param retraining: (dag id, run id) of the run a firing starts (templated); when it
-        exists already, the firing is a rerun's and sends no second drift alert
     :param deferrable: wait in the triggerer instead of poking from a worker
     """
 
-    template_fields = ("day", "retraining")
+    template_fields = ("day",)
     ui_color = "#f4d6a0"
 
     def __init__(
@@ -76,7 +74,6 @@ class DriftSensor(BaseSensorOperator):
         *,
         usecase: str,
         day: str,
-        retraining: tuple[str, str] | None = None,
         deferrable: bool = True,
         trigger_poll_seconds: float = 30.0,
         **kwargs: Any,
@@ -84,7 +81,6 @@ class DriftSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.usecase = usecase
         self.day = day
-        self.retraining = retraining
         self.deferrable = deferrable
         self.trigger_poll_seconds = trigger_poll_seconds
 
@@ -119,23 +115,4 @@ class DriftSensor(BaseSensorOperator):
         if not verdict.fires:
             raise AirflowSkipException(f"{verdict.decision}: {verdict.reason}")
         self.log.info("drift rule holds for %s %s: %s", self.usecase, self.day, verdict.reason)
-        conf = monitoring.retraining_conf(usecase, night, verdict)
-        self._alert(context, conf)
-        return conf
-
-    def _alert(self, context, conf: dict[str, Any]) -> None:
-        """One drift alert per firing night: none when its retraining run exists already."""
-        from driftline.operator import alerts
-
-        if self.retraining:
-            dag_id, run_id = self.retraining
-            try:
-                started = context["ti"].get_dr_count(dag_id=dag_id, run_ids=[run_id])
-            except Exception as exc:  # unknown: alert rather than stay silent
-                self.log.warning("could not look up %s/%s: %s", dag_id, run_id, exc)
-                started = 0
-            if started:
-                self.log.info("%s/%s exists (a rerun of the night): no second drift alert",
-                              dag_id, run_id)
-                return
-        alerts.send(alerts.drift_fired(self.usecase, context["run_id"], conf))
+        return monitoring.retraining_conf(usecase, night, verdict)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -311,6 +311,25 @@ def on_task_failure(context: Mapping[str, Any]) -> None:
         log.warning("could not build the failure alert", exc_info=True)
         return
     send(alert)
+
+
+def on_retraining_started(usecase: str) -> Callable[[Mapping[str, Any]], None]:
+    """The `on_success_callback` of a monitoring DAG's trigger task: the drift alert, with
+    the sensor's evidence, once the retraining run exists. Sent from the task that started
+    it, not from the sensor: a sensor retried after deciding would alert twice, while a
+    rerun of the night (or a retry after the run was made) skips the trigger task and so
+    sends nothing."""
+
+    def callback(context: Mapping[str, Any]) -> None:
+        try:
+            conf = context["ti"].xcom_pull(task_ids="drift_sensor") or {}
+            alert = drift_fired(usecase, context["run_id"], conf)
+        except Exception:
+            log.warning("could not build the drift alert", exc_info=True)
+            return
+        send(alert)
+
+    return callback
 
 
 # --- from the triggerer, when a night misses its deadline --------------------------------
