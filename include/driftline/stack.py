@@ -46,6 +46,7 @@ STACK_ID_ENV = "DRIFTLINE_STACK_ID"
 MLFLOW_UI_ENV = "DRIFTLINE_MLFLOW_UI_URL"
 EVIDENTLY_UI_ENV = "DRIFTLINE_EVIDENTLY_UI_URL"
 ADMIN = "admin"
+VIEWER = "viewer"  # the local profile's read-only Airflow login
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
@@ -190,6 +191,7 @@ def credentials(settings: Settings) -> dict[str, str]:
     kept = json.loads(path.read_text()) if path.exists() else {}
     makers = {
         "airflow_password": lambda: secrets.token_urlsafe(16),
+        "airflow_viewer_password": lambda: secrets.token_urlsafe(16),
         "mlflow_password": lambda: secrets.token_urlsafe(16),
         "jwt_secret": lambda: secrets.token_urlsafe(64),
         "api_secret_key": lambda: secrets.token_urlsafe(32),
@@ -254,7 +256,8 @@ def environment(
                 # Airflow's development auth manager (its default): one user, its password in
                 # a private file, login required whatever the caller's shell exports
                 "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+                # a read-only login beside the admin: reads every page, rolls nothing back
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin,{VIEWER}:viewer",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
                     stack / "airflow-passwords.json"
@@ -404,6 +407,12 @@ def up(
         login={
             "airflow": {"user": ADMIN, "password": secret["airflow_password"]},
             "mlflow": {"user": ADMIN, "password": secret["mlflow_password"]},
+            # the local profile's read-only login (production's users live in FAB)
+            **(
+                {"airflow_viewer": {"user": VIEWER, "password": secret["airflow_viewer_password"]}}
+                if prod is None
+                else {}
+            ),
         },
     )
     return start(settings, services(settings, ports, prod), env, state, timeout)
@@ -764,7 +773,7 @@ def stack_processes(stack_id: str) -> Iterator[int]:
 def describe(state: StackState, alerts: str | None = None) -> str:
     """What an operator needs after `make up`: the URLs, the user names and the file holding the
     passwords, never the passwords themselves (this output ends up in logs). `alerts` is one line
-    saying whether alerts are on, from the alerting code (issue 20), printed when given."""
+    saying whether alerts are on (`driftline.operator.alerts.alerts_status`), when given."""
     stack = Path(state.home) / "stack"
     kept = stack / "secrets.json"
     lines = [f"driftline stack ({state.profile}) is up; `make down` stops it.", ""]
@@ -772,6 +781,11 @@ def describe(state: StackState, alerts: str | None = None) -> str:
         lines.append(
             f"  {label}  {state.urls[service]}   login: {state.login[service]['user']}, "
             f"password: {service}_password in {kept} (mode 0600)"
+        )
+    if "airflow_viewer" in state.login:
+        lines.append(
+            f"             read-only Airflow login: {state.login['airflow_viewer']['user']}, "
+            f"password: airflow_viewer_password in the same file"
         )
     lines.append(f"  Evidently  {state.urls['evidently']}   (no login: bound to {HOST} only)")
     if "scoring" in state.urls:  # a stack started before the scoring server existed has none
@@ -795,7 +809,10 @@ def _prepare_files(settings: Settings, secret: Mapping[str, str], prod: Producti
     stack = stack_dir(settings)
     if prod is None:
         _write_private(
-            stack / "airflow-passwords.json", json.dumps({ADMIN: secret["airflow_password"]})
+            stack / "airflow-passwords.json",
+            json.dumps(
+                {ADMIN: secret["airflow_password"], VIEWER: secret["airflow_viewer_password"]}
+            ),
         )
     else:
         (stack / "airflow-passwords.json").unlink(missing_ok=True)

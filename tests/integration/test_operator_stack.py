@@ -185,8 +185,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seeded_source: Path):
                 **connection_env(alerts_url),
             },
         )
-        # the champion page shows the version the scoring server answers with
-        env["DRIFTLINE_SCORING_URL"] = f"http://127.0.0.1:{env['DRIFTLINE_SCORING_PORT']}"
         began = time.monotonic()
         printed = make("up", env)
         TIMINGS["stack up"] = time.monotonic() - began
@@ -254,6 +252,12 @@ def test_make_up_prints_urls_and_generated_logins(stack):
         assert len(password) >= 16 and password not in printed
         assert kept[f"{service}_password"] == password
         assert f"login: {state['login'][service]['user']}" in printed
+    viewer = state["login"]["airflow_viewer"]  # the read-only login, kept in the same file
+    assert viewer["password"] not in printed
+    assert kept["airflow_viewer_password"] == viewer["password"]
+    assert f"read-only Airflow login: {viewer['user']}" in printed
+    # this stack alerts a local receiver: `make up` says so, and where to
+    assert "Alerts: on -> json://127.0.0.1:" in printed
 
 
 def test_every_page_requires_a_login(stack):
@@ -728,29 +732,13 @@ def test_browser_login_dags_training_run_and_its_mlflow_link(stack, training_run
 
         # a viewer: reads the champion, sees no rollback, and a rollback it posts is refused
         viewer = browser.new_context(viewport={"width": 1400, "height": 1400})
-        login = state["login"].get("airflow_viewer")
+        login = state["login"]["airflow_viewer"]  # make up's read-only login
         viewer_page = viewer.new_page()
-        if login:
-            viewer_page.goto(airflow)
-            viewer_page.get_by_label("Username").fill(login["user"])
-            viewer_page.get_by_label("Password").fill(login["password"])
-            viewer_page.get_by_role("button", name="Sign in").click()
-            viewer_page.wait_for_url(lambda url: "login" not in url)
-        else:  # a stack without a viewer login: the session Airflow would give a viewer
-            secret = json.loads((stack["home"] / "stack" / "secrets.json").read_text())
-            mint = subprocess.run(
-                [sys.executable, "-c",
-                 "from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import "
-                 "SimpleAuthManager as M;"
-                 "from airflow.api_fastapi.auth.managers.simple.user import "
-                 "SimpleAuthManagerUser as U;"
-                 "print(M().generate_jwt(U(username='viewer', role='viewer')))"],
-                env={**stack["env"], "AIRFLOW__API_AUTH__JWT_SECRET": secret["jwt_secret"]},
-                capture_output=True, text=True, timeout=120, check=True,
-            )
-            viewer.add_cookies(
-                [{"name": "_token", "value": mint.stdout.strip().splitlines()[-1], "url": airflow}]
-            )
+        viewer_page.goto(airflow)
+        viewer_page.get_by_label("Username").fill(login["user"])
+        viewer_page.get_by_label("Password").fill(login["password"])
+        viewer_page.get_by_role("button", name="Sign in").click()
+        viewer_page.wait_for_url(lambda url: "login" not in url)
         viewer_page.goto(f"{airflow}/plugin/champion")
         viewer_view = viewer_page.frame_locator("iframe")
         expect(viewer_view.get_by_text("flights: champion")).to_be_visible(timeout=60_000)
