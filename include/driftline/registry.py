@@ -430,7 +430,7 @@ def rollback(
     from driftline.operator import alerts
 
     with promotion_lock(settings, usecase):
-        demoted, restored = _rollback(settings, usecase, reason)
+        demoted, restored = _rollback(settings, usecase, reason, by)
     alerts.send(
         alerts.rolled_back(
             usecase.name, usecase.training.registered_model, demoted, restored, reason, by
@@ -439,7 +439,12 @@ def rollback(
     return demoted, restored
 
 
-def _rollback(settings: Settings, usecase: UseCase, reason: str) -> tuple[str, str]:
+UNKNOWN_USER = "unknown"  # rollback.by of a rollback whose caller did not say who
+
+
+def _rollback(
+    settings: Settings, usecase: UseCase, reason: str, by: str | None
+) -> tuple[str, str]:
     mlflow_client = client(settings)
     name = usecase.training.registered_model
     current = alias_version(settings, name, CHAMPION)
@@ -454,6 +459,8 @@ def _rollback(settings: Settings, usecase: UseCase, reason: str) -> tuple[str, s
     stamp = pd.Timestamp.now(tz="UTC").isoformat()
     mlflow_client.set_model_version_tag(name, current, "rollback.demoted", f"{stamp}: {reason}")
     mlflow_client.set_model_version_tag(name, previous, "rollback.restored", f"{stamp}: {reason}")
+    for version in (current, previous):  # who: the CLI's user@host, or the UI's Airflow user
+        mlflow_client.set_model_version_tag(name, version, "rollback.by", by or UNKNOWN_USER)
     log.warning(
         "%s: champion rolled back from version %s to %s (%s)", name, current, previous, reason
     )

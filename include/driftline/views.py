@@ -458,15 +458,15 @@ def create_app(
         found = known(settings, usecase)
         if found.training is None:
             raise HTTPException(404, f"use-case {usecase!r} trains no model: no champion")
+        who = getattr(user, "get_name", lambda: "?")()
         try:
             demoted, restored = await run_in_threadpool(
-                champion.roll_back, settings, found, form.get("reason", "")
+                champion.roll_back, settings, found, form.get("reason", ""), f"{who} (Airflow UI)"
             )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         except RuntimeError as exc:  # no previous version
             raise HTTPException(409, str(exc)) from exc
-        who = getattr(user, "get_name", lambda: "?")()
         log.warning("%s rolled back %s from version %s to %s", who, usecase, demoted, restored)
         done = (
             f"Rolled back: the champion is version {restored} again "

@@ -95,11 +95,13 @@ def test_a_rollback_from_the_page_is_recorded_as_the_cli_records_it(three_versio
     assert view.aliased["champion"].why == "restored by a rollback: bad night"
     assert view.aliased["previous"].why == "demoted by a rollback: bad night"
     assert view.aliased["champion"].since > view.aliased["champion"].version.registered
-    # and back again: the newest rollback explains each alias
-    champion.roll_back(settings, usecase, "it was fine")
+    # and back again: the newest rollback explains each alias, and says who made it
+    champion.roll_back(settings, usecase, "it was fine", by="alice (Airflow UI)")
+    assert client.get_model_version(name, "2").tags["rollback.by"] == "alice (Airflow UI)"
     again = champion.gather(settings, usecase)
-    assert again.aliased["champion"].why == "restored by a rollback: it was fine"
-    assert again.aliased["previous"].why == "demoted by a rollback: it was fine"
+    by = " (by alice (Airflow UI))"
+    assert again.aliased["champion"].why == f"restored by a rollback: it was fine{by}"
+    assert again.aliased["previous"].why == f"demoted by a rollback: it was fine{by}"
     with pytest.raises(ValueError, match="needs a reason"):
         champion.roll_back(settings, usecase, "   ")
 

@@ -118,9 +118,11 @@ def gather(
     )
 
 
-def roll_back(settings: Settings, usecase: UseCase, reason: str) -> tuple[str, str]:
-    """The UI's rollback: the very call `driftline rollback` makes, so both record it alike.
-    Returns (demoted, restored). The one place to switch when rollback gains an alert."""
+def roll_back(
+    settings: Settings, usecase: UseCase, reason: str, by: str | None = None
+) -> tuple[str, str]:
+    """The UI's rollback: the very call `driftline rollback` makes (tags, alert), so both
+    record it alike; `by` names the Airflow user. Returns (demoted, restored)."""
     from driftline import registry
 
     reason = " ".join(reason.split())
@@ -128,7 +130,7 @@ def roll_back(settings: Settings, usecase: UseCase, reason: str) -> tuple[str, s
         raise ValueError("a rollback needs a reason")
     if len(reason) > REASON_MAX:
         raise ValueError(f"the reason is longer than {REASON_MAX} characters")
-    return registry.rollback(settings, usecase, reason)
+    return registry.rollback(settings, usecase, reason, by=by)
 
 
 def served(url: str, model: str) -> Served:
@@ -211,9 +213,13 @@ def _why(
     """When and why `version` holds `alias` (see the module's docstring)."""
     restored = _stamped(tags.get("rollback.restored"))
     demoted = _stamped(tags.get("rollback.demoted"))
+    from driftline.registry import UNKNOWN_USER
+
+    who = tags.get("rollback.by", UNKNOWN_USER)
+    by = "" if who == UNKNOWN_USER else f" (by {who})"
     if alias == "champion":
         if restored and (demoted is None or restored[0] >= demoted[0]):
-            return restored[0], f"restored by a rollback: {restored[1]}"
+            return restored[0], f"restored by a rollback: {restored[1]}{by}"
         return version.registered, f"promoted by its gate: {version.gate_reason or '-'}"
     if alias == "previous":
         replaced = [
@@ -226,7 +232,7 @@ def _why(
             newest = max(replaced, key=lambda v: v.registered)
             events.append((newest.registered, f"replaced by version {newest.version}'s promotion"))
         if demoted:
-            events.append((demoted[0], f"demoted by a rollback: {demoted[1]}"))
+            events.append((demoted[0], f"demoted by a rollback: {demoted[1]}{by}"))
         if not events:
             return None, "-"
         return max(events, key=lambda e: e[0])
