@@ -182,6 +182,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seeded_source: Path):
                 "DRIFTLINE_EXPECTATIONS_DIR": str(REPO / "expectations"),
                 # a task whose process died with the scheduler is noticed after 60 s, not 300 s
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+                # ... and the tasks of the killed scheduler's job are reset (orphans) after
+                # about 30 s, not at the next 300 s check (measured: the killed night waited
+                # 5 min 20 s for its retry)
+                "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
                 **connection_env(alerts_url),
             },
         )
