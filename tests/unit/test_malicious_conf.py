@@ -339,12 +339,15 @@ def test_an_etl_run_id_cannot_move_its_staging_folder(settings, run):
 
 @pytest.fixture
 def pages(settings, tmp_path):
-    """The plugin's app with Airflow's login check waived, a report, a Data Docs page, and a
-    secret file beside $DRIFTLINE_HOME that no URL may reach."""
+    """The plugin's app for a user Airflow lets read and edit everything, a report, a Data
+    Docs page, and a secret file beside $DRIFTLINE_HOME that no URL may reach."""
     from fastapi.testclient import TestClient
 
-    app = views.create_app(lambda: settings)
-    app.dependency_overrides[app.router.dependencies[0].dependency] = lambda: None
+    async def admin(request):
+        return "admin"
+
+    everything = views.Access(admin, lambda user, method, dag_ids: True, lambda url: "/login")
+    app = views.create_app(lambda: settings, lambda: everything)
     report = settings.reports_dir("flights", dt.date(2013, 1, 2)) / "drift.html"
     report.parent.mkdir(parents=True)
     report.write_text("<html>the drift report</html>")

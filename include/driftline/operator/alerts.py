@@ -425,17 +425,9 @@ def send(alert: Alert, conn_id: str = CONN_ID) -> bool:
     try:
         targets = _targets(_connection(conn_id), conn_id)
         sent = bool(targets.notify(body=alert.body, title=alert.title, notify_type=alert.level))
-    except NotConfigured:
-        log.debug("alerts are off (no connection %s): %s", conn_id, alert.title)
-        return False
     except Exception as exc:
-        log.warning("alert not sent (%s): %s: %s", alert.title, type(exc).__name__, exc)
-        return False
-    if sent:
-        log.info("alert sent: %s", alert.title)
-    else:
-        log.warning("alert not sent: %s (a target refused it or is unreachable)", alert.title)
-    return sent
+        return _not_sent(alert, conn_id, exc)
+    return _sent(alert, sent)
 
 
 async def send_async(alert: Alert, conn_id: str = CONN_ID) -> bool:
@@ -445,13 +437,23 @@ async def send_async(alert: Alert, conn_id: str = CONN_ID) -> bool:
         sent = bool(
             await targets.async_notify(body=alert.body, title=alert.title, notify_type=alert.level)
         )
-    except NotConfigured:
-        log.debug("alerts are off (no connection %s): %s", conn_id, alert.title)
-        return False
     except Exception as exc:
+        return _not_sent(alert, conn_id, exc)
+    return _sent(alert, sent)
+
+
+def _not_sent(alert: Alert, conn_id: str, exc: Exception) -> bool:
+    if isinstance(exc, NotConfigured):
+        log.debug("alerts are off (no connection %s): %s", conn_id, alert.title)
+    else:
         log.warning("alert not sent (%s): %s: %s", alert.title, type(exc).__name__, exc)
-        return False
-    if not sent:
+    return False
+
+
+def _sent(alert: Alert, sent: bool) -> bool:
+    if sent:
+        log.info("alert sent: %s", alert.title)
+    else:
         log.warning("alert not sent: %s (a target refused it or is unreachable)", alert.title)
     return sent
 
