@@ -82,7 +82,7 @@ REPEATS_AN_ALERTED_FAILURE = {("flights_monitoring", "not_scored_ahead")}
 
 def test_a_use_cases_night_deadline_is_an_airflow_deadline_alert(dagbag, usecase):
     """night_deadline_hours: a Deadline Alert counted from the run's queueing, whose callback
-    the triggerer can import; flights.yaml sets none (apache/airflow#73428)."""
+    the triggerer can import; flights.yaml sets none (`dags test` fails on one)."""
     from airflow.sdk import AsyncCallback, DeadlineReference
 
     from driftline_defaults import night_deadline
