@@ -1,7 +1,7 @@
 """`DriftSensor`: decides, from the drift history, whether a night's drift is worth a retraining.
 
 It waits (deferred, in the triggerer: no worker slot held) until the night's report is in the
-drift history, then judges the use-case's drift rule (k of the last n nights at or above a
+drift history (at once when it is there already), then judges the use-case's drift rule (k of the last n nights at or above a
 drift share, or a quality drop; never inside the cool-down, never after a failed validation)
 and records the decision in the history. When the rule holds it returns the conf of the
 retraining run, with the evidence (the DAG's trigger task starts that run and sends the
@@ -87,6 +87,12 @@ class DriftSensor(BaseSensorOperator):
     def execute(self, context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        if _recorded(self.usecase, self.day):
+            # the usual case (report_drift ran just before): decide now. A trigger that fires at
+            # once races the scheduler on Airflow 3.3 (apache/airflow#72716: the resumed try is
+            # failed by the stale success of the deferring one; seen in the scheduler month)
+            self.log.info("the night's report is recorded: deciding without deferring")
+            return self._decide(context)
         self.defer(
             trigger=DriftReportTrigger(self.usecase, self.day, self.trigger_poll_seconds),
             method_name="execute_complete",
