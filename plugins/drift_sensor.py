@@ -1,12 +1,12 @@
 """`DriftSensor`: decides, from the drift history, whether a night's drift is worth a retraining.
 
 It waits (deferred, in the triggerer: no worker slot held) until the night's report is in the
-drift history (at once when it is there already), then judges the use-case's drift rule (k of the last n nights at or above a
-drift share, or a quality drop; never inside the cool-down, never after a failed validation)
-and records the decision in the history. When the rule holds it returns the conf of the
-retraining run, with the evidence (the DAG's trigger task starts that run and sends the
-drift alert); otherwise it skips, so the trigger downstream is skipped too and the run stays
-green.
+drift history (not at all when it is there already), then judges the use-case's drift rule
+(k of the last n nights at or above a drift share, or a quality drop; never inside the
+cool-down, never after a failed validation) and records the decision in the history. When
+the rule holds it returns the conf of the retraining run, with the evidence (the DAG's
+trigger task starts that run and sends the drift alert); otherwise it skips, so the trigger
+downstream is skipped too and the run stays green.
 
 Lives in plugins/ (on sys.path of every Airflow component) so that the triggerer can import
 the trigger. The work is done by `driftline.monitoring`; this module only adapts it.

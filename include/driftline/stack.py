@@ -782,11 +782,11 @@ def describe(state: StackState, alerts: str | None = None) -> str:
             f"  {label}  {state.urls[service]}   login: {state.login[service]['user']}, "
             f"password: {service}_password in {kept} (mode 0600)"
         )
-    if "airflow_viewer" in state.login:
-        lines.append(
-            f"             read-only Airflow login: {state.login['airflow_viewer']['user']}, "
-            f"password: airflow_viewer_password in the same file"
-        )
+        if service == "airflow" and "airflow_viewer" in state.login:
+            lines.append(
+                f"             read-only login: {state.login['airflow_viewer']['user']}, "
+                "password: airflow_viewer_password in the same file"
+            )
     lines.append(f"  Evidently  {state.urls['evidently']}   (no login: bound to {HOST} only)")
     if "scoring" in state.urls:  # a stack started before the scoring server existed has none
         lines.append(
@@ -795,6 +795,7 @@ def describe(state: StackState, alerts: str | None = None) -> str:
         )
     lines.append("")
     lines.append(f"  Drift history inside Airflow: {state.urls['airflow']}/driftline/history")
+    lines.append(f"  Champion and rollback:        {state.urls['airflow']}/driftline/champion")
     if alerts is not None:
         lines.append(f"  Alerts: {alerts}")
     lines.append(

@@ -259,7 +259,7 @@ def test_make_up_prints_urls_and_generated_logins(stack):
     viewer = state["login"]["airflow_viewer"]  # the read-only login, kept in the same file
     assert viewer["password"] not in printed
     assert kept["airflow_viewer_password"] == viewer["password"]
-    assert f"read-only Airflow login: {viewer['user']}" in printed
+    assert f"read-only login: {viewer['user']}" in printed
     # this stack alerts a local receiver: `make up` says so, and where to
     assert "Alerts: on -> json://127.0.0.1:" in printed
 
