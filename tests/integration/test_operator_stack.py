@@ -733,6 +733,10 @@ def test_browser_login_dags_training_run_and_its_mlflow_link(stack, training_run
                 expect(served).to_contain_text(f"version {restored} (the champion)")
             status = driftline(stack["env"], "status")
             assert re.search(rf"@champion\s+version {restored}:", status), status
+            if stack["own"]:  # recorded and alerted as the CLI's rollback is, with who did it
+                from_ui = [a for a in stack["alerts"].of(alerts.ROLLBACK) if reason in a["message"]]
+                assert len(from_ui) == 1, stack["alerts"].of(alerts.ROLLBACK)
+                assert "by: admin (Airflow UI)" in from_ui[0]["message"], from_ui[0]
 
         # a viewer: reads the champion, sees no rollback, and a rollback it posts is refused
         viewer = browser.new_context(viewport={"width": 1400, "height": 1400})
