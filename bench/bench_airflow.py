@@ -4,7 +4,8 @@ parse time.
 
 Setup (not measured): a temporary DRIFTLINE_HOME and AIRFLOW_HOME, a seeded SQLite source
 given by DRIFTLINE_FLIGHTS_SOURCE_URL, the window and holdout days loaded by
-driftline.etl.run_day, and a champion trained by driftline.training.train (dvc repro, MLflow,
+driftline.ingest.etl.run_day, and a champion trained by driftline.training.pipeline.train (dvc
+repro, MLflow,
 gate; force_promote so a champion exists) on January (quick: 3 days), its drift reference
 fetched once. Then `driftline stack up` (the embedded default: LocalExecutor on SQLite, the
 api-server, scheduler, dag-processor, triggerer, MLflow and Evidently UIs) on free ports,
@@ -18,7 +19,7 @@ run's end (polled every 0.5 s); the task instances' own durations are reported t
 rest is the scheduler's (queueing, task start-up, sensors' pokes).
 
 Baseline, same run, same night, after `stack down`: a fresh Python process running the same
-core functions in-process (driftline.etl.run_day, scoring.score_ahead,
+core functions in-process (driftline.ingest.etl.run_day, scoring.score_ahead,
 monitoring.report_night, monitoring.decide_night), wall time; the functions' own time is
 reported too. It runs after Airflow, so it replaces the night's outputs (a little more work
 than Airflow had to do).
@@ -81,8 +82,10 @@ def extra_arguments(parser) -> None:
 def child_inproc(night: dt.date) -> None:
     """The monitoring chain's core functions in this fresh process (DRIFTLINE_HOME from env)."""
     with timed() as imports:
-        from driftline import etl, monitoring, scoring
         from driftline.config import Settings, load_usecase
+        from driftline.ingest import etl
+        from driftline.monitoring import nightly as monitoring
+        from driftline.monitoring import scoring
 
     settings = Settings.from_env()
     usecase = load_usecase("flights", settings)
@@ -284,7 +287,8 @@ def main() -> None:
         settings = settings_for(home)
         usecase = flights(settings)
 
-        from driftline import etl, training
+        from driftline.ingest import etl
+        from driftline.training import pipeline as training
 
         request = training.TrainingRequest(
             window_end=plan["window_end"],
@@ -302,7 +306,7 @@ def main() -> None:
         with timed() as train, contextlib.redirect_stdout(sys.stderr):  # MLflow prints
             trained = training.train(usecase, settings, request)
 
-        from driftline import monitoring
+        from driftline.monitoring import nightly as monitoring
 
         champion = monitoring.champion_facts(usecase, settings, trained["version"])
         monitoring.reference_sample(usecase, settings, champion)  # fetched once, as in service

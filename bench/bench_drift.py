@@ -1,13 +1,14 @@
-"""One night's drift report: Evidently (driftline.drift_report) against the same tests in scipy.
+"""One night's drift report: Evidently (driftline.monitoring.drift_report) against the same tests
+in scipy.
 
-Platform: driftline.drift_report.drift_report with the shipped monitoring config
+Platform: driftline.monitoring.drift_report.drift_report with the shipped monitoring config
 (usecases/flights.yaml `monitoring`: the monitored columns + the prediction, normalized
 Wasserstein for numbers and Jensen-Shannon for categories, threshold 0.05), then
 drift_report.summarize of its JSON, as a monitored night does. Reference: the drift reference
 a January champion carries (a seeded sample of `monitoring.reference.rows` = 20,000 labelled
 January rows, seed 7, with the model's predictions, made as the DVC `reference` stage makes
 it); current: the night's trailing `monitoring.current_days` = 7 days, scored by the same
-model (driftline.model.fit on January with params.yaml's `train` section).
+model (driftline.training.model.fit on January with params.yaml's `train` section).
 
 Baseline, same run, same frames: the per-column tests computed directly with scipy, as
 Evidently 0.7.23 does (evidently/legacy/calculations/data_drift.py and stattests/): NaN and
@@ -42,7 +43,8 @@ QUICK = {"train": (dt.date(2013, 1, 1), dt.date(2013, 1, 3)), "night": dt.date(2
 
 
 def reference_sample(train, model, usecase):
-    """driftline.stages.reference_rows on these training rows (labelled rows sorted by key)."""
+    """driftline.training.stages.reference_rows on these training rows (labelled rows sorted by
+    key)."""
     from driftline.config import PREDICTION
 
     sample_config = usecase.monitoring.reference
@@ -60,7 +62,7 @@ def scipy_tests(reference, current, usecase) -> dict[str, float]:
     from scipy.spatial.distance import jensenshannon
     from scipy.stats import wasserstein_distance
 
-    from driftline.drift_report import judged_columns
+    from driftline.monitoring.drift_report import judged_columns
 
     def clean(series):
         return series.replace([np.inf, -np.inf], np.nan).dropna()
@@ -100,9 +102,9 @@ def main() -> None:
         night = plan["night"]
         first_current = night - dt.timedelta(days=usecase.monitoring.current_days - 1)
 
-        from driftline import drift_report
         from driftline.config import PREDICTION
-        from driftline.model import fit
+        from driftline.monitoring import drift_report
+        from driftline.training.model import fit
 
         window = curated_frame(usecase, *plan["train"])
         label = usecase.label.name

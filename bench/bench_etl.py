@@ -1,9 +1,9 @@
-"""ETL of the year: driftline.etl.run_day per day against plain pandas doing the same work.
+"""ETL of the year: driftline.ingest.etl.run_day per day against plain pandas doing the same work.
 
-Platform: `driftline.etl.run_day` for every New York day of 2013 (extract with bound queries,
+Platform: `driftline.ingest.etl.run_day` for every New York day of 2013 (extract with bound queries,
 the use-case's build_batch, the Great Expectations gate (a Data Docs page only on a failure),
 the atomic Parquet load), exactly what `driftline etl --workers 1` runs, into a temporary
-DRIFTLINE_HOME, with the source database (SQLite, seeded by driftline.source.seed) by URL.
+DRIFTLINE_HOME, with the source database (SQLite, seeded by driftline.ingest.source.seed) by URL.
 
 Baseline, measured in the same run on the same source: plain pandas, **per day** like the
 platform: read_sql of the same four queries (same bound parameters, one connection for the
@@ -13,7 +13,7 @@ derived columns and label, then to_parquet. No validation, no atomic write, no m
 Also reported: the same baseline in one batch for the whole range (one read, one write).
 The baseline's output is checked equal to the platform's curated partitions.
 
-Parallel, same run: `driftline.etl.run_days` of the same days on one process per core (what
+Parallel, same run: `driftline.ingest.etl.run_days` of the same days on one process per core (what
 `driftline etl` does by default) into a second home, against the sequential run above; every
 partition must be byte-identical to the sequential one. It runs second, so its workers are
 forked with GX already imported (the sequential run paid that once, on its first day).
@@ -125,7 +125,7 @@ def plain_batch(tables: dict, usecase):
 
 
 def platform_run(usecase, settings, url: str, range_days: list[dt.date]) -> dict:
-    from driftline import etl, validation
+    from driftline.ingest import etl, validation
 
     targets = {
         "count at the source": (etl, "count_source"),
@@ -146,7 +146,7 @@ def platform_run(usecase, settings, url: str, range_days: list[dt.date]) -> dict
 
 
 def parallel_run(usecase, settings, url: str, range_days: list[dt.date], workers: int) -> dict:
-    from driftline import etl
+    from driftline.ingest import etl
 
     with timed() as total:
         outcomes = list(etl.run_days(usecase, settings, range_days, url, workers=workers))
@@ -156,7 +156,7 @@ def parallel_run(usecase, settings, url: str, range_days: list[dt.date], workers
 
 
 def check_same_bytes(usecase, sequential, parallel, checked: list[dt.date]) -> None:
-    from driftline.etl import PARTITION_FILE
+    from driftline.ingest.etl import PARTITION_FILE
 
     for day in checked:
         one, other = (s.partition_dir(usecase.name, day) / PARTITION_FILE
@@ -167,7 +167,7 @@ def check_same_bytes(usecase, sequential, parallel, checked: list[dt.date]) -> N
 def baseline_per_day(usecase, url: str, range_days: list[dt.date], folder) -> dict:
     import sqlalchemy as sa
 
-    from driftline.etl import BatchWindow
+    from driftline.ingest.etl import BatchWindow
 
     engine = sa.create_engine(url)
     rows = 0
@@ -186,7 +186,7 @@ def baseline_per_day(usecase, url: str, range_days: list[dt.date], folder) -> di
 def baseline_one_batch(usecase, url: str, first: dt.date, last: dt.date, folder) -> dict:
     import sqlalchemy as sa
 
-    from driftline.etl import BatchWindow
+    from driftline.ingest.etl import BatchWindow
 
     engine = sa.create_engine(url)
     start = BatchWindow.for_day(first, usecase).query_params["start"]

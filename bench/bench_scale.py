@@ -7,11 +7,12 @@ use-case differs from usecases/flights.yaml only in the suite's daily row-count 
 (min_rows, max_rows times 10); everything else is the shipped config and code.
 
 For each size, each phase runs in a fresh process that reports its own time and peak RSS:
-  seed   driftline.source.seed of the source tables into SQLite;
-  etl    driftline.etl.run_day for every day (the `driftline etl` path);
-  train  driftline.etl.read_curated of the whole range (what a training snapshot reads; a
-         year window at most) + driftline.model.fit with params.yaml's `train` section;
-  drift  one night's driftline.drift_report.drift_report with the shipped monitoring config
+  seed   driftline.ingest.source.seed of the source tables into SQLite;
+  etl    driftline.ingest.etl.run_day for every day (the `driftline etl` path);
+  train  driftline.ingest.etl.read_curated of the whole range (what a training snapshot reads; a
+         year window at most) + driftline.training.model.fit with params.yaml's `train` section;
+  drift  one night's driftline.monitoring.drift_report.drift_report with the shipped monitoring
+  config
          (reference: 20,000 sampled labelled rows of January with the model's predictions;
          current: the trailing 7 days of the last day).
 Baseline: the 1x year, same run. Time should grow about 10x (linearly); the ETL's memory
@@ -74,8 +75,8 @@ def child(phase: str, factor: int, root: Path, first: dt.date, last: dt.date) ->
         counts, seconds = seed_source(usecase, url, factor, first, last)
         result = {"seconds": seconds, "rows": counts[usecase.source.batch_table]}
     elif phase == "etl":
-        from driftline import etl
-        from driftline.validation import _import_gx
+        from driftline.ingest import etl
+        from driftline.ingest.validation import _import_gx
 
         _import_gx()  # once per process: not a cost of the size
         rows = 0
@@ -92,8 +93,8 @@ def child(phase: str, factor: int, root: Path, first: dt.date, last: dt.date) ->
 
 
 def train_phase(usecase, settings, home: Path, first: dt.date, last: dt.date) -> dict:
-    from driftline import etl
-    from driftline.model import fit
+    from driftline.ingest import etl
+    from driftline.training.model import fit
 
     try:
         with timed() as read:
@@ -115,13 +116,14 @@ def train_phase(usecase, settings, home: Path, first: dt.date, last: dt.date) ->
 
 
 def drift_phase(usecase, settings, home: Path, first: dt.date, last: dt.date) -> dict:
-    from driftline import drift_report, etl
     from driftline.config import PREDICTION
-    from driftline.model import TrainedModel
+    from driftline.ingest import etl
+    from driftline.monitoring import drift_report
+    from driftline.training.model import TrainedModel
 
     model = TrainedModel.load(home / MODEL_DIR)
     label = usecase.label.name
-    # the reference a January champion carries (driftline.stages.reference_rows)
+    # the reference a January champion carries (driftline.training.stages.reference_rows)
     window = etl.read_curated(usecase, settings, first, min(last, dt.date(2013, 1, 31)))
     train = window[window[label].notna()].sort_values(usecase.key, kind="stable")
     train = train.reset_index(drop=True)

@@ -11,7 +11,7 @@ wall time from the unpause until every night has ended (the rejected one failed)
 measures it. The stack's start-up is reported apart; the source fix and the rejected night's
 rerun come after the figure and are not in the table.
 
-Baseline, same run, same nights: driftline.etl.run_day of each day in one process, in order
+Baseline, same run, same nights: driftline.ingest.etl.run_day of each day in one process, in order
 (what `driftline etl` does), wall time. The ratio is the scheduler's cost per night: task
 start-up, queueing, two nights sharing 2 cores, the crash's lost work and the restart.
 """
@@ -69,7 +69,7 @@ def main() -> None:
         settings = settings_for(root / "home")
         usecase = flights(settings)
         seed_source(usecase, url)
-        from driftline import etl
+        from driftline.ingest import etl
 
         with timed() as alone:
             for day in days(FIRST, FIRST + dt.timedelta(days=nights - 1)):

@@ -1,11 +1,11 @@
-"""XGBoost training: driftline.model.fit on the year and on a 10x year; and threads.
+"""XGBoost training: driftline.training.model.fit on the year and on a 10x year; and threads.
 
-Platform: driftline.model.fit (what the DVC `train` stage runs) with params.yaml's `train`
+Platform: driftline.training.model.fit (what the DVC `train` stage runs) with params.yaml's `train`
 section (hist on CPU, native categorical splits, 300 rounds, nthread from params.yaml) on
-the labelled rows of the curated year (built by driftline.etl.transform over the seed
+the labelled rows of the curated year (built by driftline.ingest.etl.transform over the seed
 tables), then on a 10x year (every flight 10 times with new flight ids and a small time
 jitter; see bench/common.py scale_flights). The fit is broken down into the category
-vocabulary, the encoding (driftline.model.encode) and xgboost.train.
+vocabulary, the encoding (driftline.training.model.encode) and xgboost.train.
 
 Baselines, same run: the 1x year's fit (ratio 10x / 1x: linear growth is 10x), and the 1x
 fit with nthread=1 against nthread=2 (the speed-up the second core buys).
@@ -39,7 +39,7 @@ FACTOR = 10
 def timed_fit(frame, usecase, params: dict) -> dict:
     import xgboost
 
-    from driftline import model
+    from driftline.training import model
 
     targets = {
         "vocabulary": (model, "vocabulary_of"),
@@ -55,7 +55,7 @@ def timed_fit(frame, usecase, params: dict) -> dict:
 def warm_up(frame, usecase, params: dict) -> None:
     """A tiny untimed fit first: loading xgboost's library and its OpenMP pool is not
     training (it would land on whichever fit runs first)."""
-    from driftline.model import fit
+    from driftline.training.model import fit
 
     fit(frame.head(500), feature_schema(usecase), {**params, "num_boost_round": 2})
 

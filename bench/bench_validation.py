@@ -1,6 +1,6 @@
 """The expectation suite: Great Expectations against the same rules as plain pandas checks.
 
-Platform: driftline.validation.validate_batch (the process's one ephemeral GX context, the
+Platform: driftline.ingest.validation.validate_batch (the process's one ephemeral GX context, the
 suite expectations/flights_batch.json with usecases/flights.yaml's parameters; verdicts only,
 then the detailed SUMMARY result for a failing batch), on one day's curated batch and on the
 whole year as one batch judged as 2 January (the year fails the daily row-count bound and the
@@ -11,7 +11,7 @@ Baseline, same run, same frames: every expectation of the suite written as a pla
 check with GX's semantics (map expectations ignore nulls; `mostly` honoured; a check that
 cannot be evaluated fails). Both must agree on pass/fail for every expectation, on the day,
 on the year and on a day with six planted faults; the bench stops if they do not.
-The frames come from driftline.etl.transform (the ETL's builder) over the seed tables.
+The frames come from driftline.ingest.etl.transform (the ETL's builder) over the seed tables.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ QUICK_RANGE = (dt.date(2013, 1, 1), dt.date(2013, 1, 7))
 
 def suite_expectations(usecase, settings) -> list[dict]:
     """The suite's expectations with each {"$PARAMETER": name} replaced by its value."""
-    from driftline.validation import load_suite_json, suite_parameters
+    from driftline.ingest.validation import load_suite_json, suite_parameters
 
     parameters = suite_parameters(usecase, DAY)
 
@@ -156,7 +156,7 @@ def planted_faults(day_frame):
 
 
 def compare(name: str, frame, usecase, settings, expectations, repeats: int) -> dict:
-    from driftline.validation import validate_batch
+    from driftline.ingest.validation import validate_batch
 
     gx_times, pandas_times = [], []
     for _ in range(repeats):
@@ -196,7 +196,7 @@ def main() -> None:
         day_rows = year[year["flight_id"].str.startswith(DAY.isoformat())]
         day_frame = day_rows.reset_index(drop=True)
 
-        from driftline.validation import _import_gx, data_docs_page
+        from driftline.ingest.validation import _import_gx, data_docs_page
 
         with timed() as gx_import:
             gx = _import_gx()

@@ -142,14 +142,14 @@ def scaled_usecases_dir(folder: Path, factor: int) -> Path:
 
 def train_params() -> dict[str, Any]:
     """The `train` section of params.yaml (what the DVC train stage passes to model.fit)."""
-    from driftline.stages import read_params
+    from driftline.training.stages import read_params
 
     return dict(read_params(REPO)["train"])
 
 
 def feature_schema(usecase):
-    """The use-case's model schema (driftline.model.feature_schema: no MLflow import)."""
-    from driftline.model import feature_schema as of_usecase
+    """The use-case's model schema (driftline.training.model.feature_schema: no MLflow import)."""
+    from driftline.training.model import feature_schema as of_usecase
 
     return of_usecase(usecase)
 
@@ -208,7 +208,7 @@ def source_tables(
 ) -> dict:
     """The use-case's seed tables (driftline.usecases.flights.source_tables), the flights cut
     to the New York days first..last and scaled `factor` times; the others as they are."""
-    from driftline.etl import BatchWindow
+    from driftline.ingest.etl import BatchWindow
 
     tables = {name: frame.copy() for name, frame in _loaded(usecase.source.seed).items()}
     frame = tables[usecase.source.batch_table]
@@ -225,7 +225,7 @@ _SEED_SPEC: dict[str, Any] = {}
 
 
 def _seed_loader() -> dict:
-    """The zero-argument loader driftline.source.seed calls (its spec set by seed_source)."""
+    """The zero-argument loader driftline.ingest.source.seed calls (its spec set by seed_source)."""
     return source_tables(**_SEED_SPEC)
 
 
@@ -236,9 +236,9 @@ def seed_source(
     first: dt.date | None = None,
     last: dt.date | None = None,
 ) -> tuple[dict[str, int], float]:
-    """`driftline seed` (driftline.source.seed: same tables, indexes and transaction) with
+    """`driftline seed` (driftline.ingest.source.seed: same tables, indexes and transaction) with
     this module's loader in place of the use-case's; returns row counts and seconds."""
-    from driftline.source import seed
+    from driftline.ingest.source import seed
 
     _SEED_SPEC.clear()
     _SEED_SPEC.update(usecase=usecase, factor=factor, first=first, last=last)
@@ -252,9 +252,9 @@ def seed_source(
 
 def curated_frame(usecase, first: dt.date, last: dt.date, factor: int = 1):
     """The curated rows of first..last built in one batch by the ETL's own transform
-    (driftline.etl.transform: the use-case builder + label rule), without the source DB:
+    (driftline.ingest.etl.transform: the use-case builder + label rule), without the source DB:
     the same rows and columns the ETL loads day by day."""
-    from driftline.etl import transform
+    from driftline.ingest.etl import transform
 
     tables = source_tables(usecase, factor, first, last)
     return transform(usecase, {name: tables[name] for name in usecase.source.queries})

@@ -1,6 +1,6 @@
 """Nightly ETL DAGs: one `<usecase>_etl` per file in usecases/.
 
-Wiring only: each task calls one function of `driftline.etl`, imported inside the task so
+Wiring only: each task calls one function of `driftline.ingest.etl`, imported inside the task so
 that parsing this file costs no pandas, pyarrow or Great Expectations import.
 """
 
@@ -59,8 +59,8 @@ naming the failed expectations; any other task failing for good, one failure ale
 def fail_without_retry_when_rejected() -> Iterator[None]:
     """A quarantined batch, or a source that is broken (not just unreachable), fails its task
     at once: retrying cannot help. An unreachable or locked source is retried with back-off."""
-    from driftline.etl import SourceBrokenError
-    from driftline.validation import BatchRejectedError
+    from driftline.ingest.etl import SourceBrokenError
+    from driftline.ingest.validation import BatchRejectedError
 
     try:
         yield
@@ -101,7 +101,7 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
     def pipeline() -> None:
         @task(task_id=f"extract_{usecase.source.batch_table}")
         def extract_batch(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
-            from driftline import etl
+            from driftline.ingest import etl
 
             window = etl.BatchWindow.from_interval(data_interval_start, data_interval_end, usecase)
             with fail_without_retry_when_rejected():
@@ -109,21 +109,21 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
 
         @task
         def build_batch(extracted: dict) -> dict:
-            from driftline import etl
+            from driftline.ingest import etl
 
             with fail_without_retry_when_rejected():
                 return etl.transform_staged(usecase, settings, extracted)
 
         @task
         def validate_batch(built: dict) -> dict:
-            from driftline import etl
+            from driftline.ingest import etl
 
             with fail_without_retry_when_rejected():
                 return etl.validate_staged(usecase, settings, built)
 
         @task(outlets=[curated])
         def load_partition(validated: dict, outlet_events=None) -> dict:
-            from driftline import etl
+            from driftline.ingest import etl
 
             loaded = etl.load_staged(usecase, settings, validated)
             outlet_events[curated].extra = loaded

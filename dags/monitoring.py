@@ -3,7 +3,7 @@
 The champion scores the coming day ahead and publishes the predictions, Evidently judges
 drift and the stored predictions of the labelled days against the champion's own reference,
 and the drift sensor starts `<usecase>_training` when the rule holds.
-Wiring only: the work is in `driftline.scoring` and `driftline.monitoring`.
+Wiring only: the work is in `driftline.monitoring.scoring` and `driftline.monitoring.nightly`.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
     def pipeline() -> None:
         @task.sensor(poke_interval=300, timeout=12 * 3600, mode="reschedule")
         def wait_for_partition(day: str) -> bool:
-            from driftline import monitoring as night
+            from driftline.monitoring import nightly as night
 
             try:
                 return night.partition_ready(usecase, settings, dt.date.fromisoformat(day))
@@ -123,8 +123,8 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
 
         @task
         def score_ahead(day: str) -> dict:
-            from driftline import scoring
-            from driftline.validation import BatchRejectedError
+            from driftline.ingest.validation import BatchRejectedError
+            from driftline.monitoring import scoring
 
             try:
                 return scoring.score_ahead(usecase, settings, dt.date.fromisoformat(day)).as_dict()
@@ -139,8 +139,8 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
         # rows were refused (that task stays red, so the run does too)
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def report_drift(day: str) -> dict:
-            from driftline import monitoring as night
-            from driftline.scoring import NoChampionError
+            from driftline.monitoring import nightly as night
+            from driftline.monitoring.scoring import NoChampionError
 
             try:
                 summary = night.report_champion_night(usecase, settings, dt.date.fromisoformat(day))

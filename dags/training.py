@@ -1,7 +1,8 @@
 """Training DAGs: one `<usecase>_training` per use-case config that has a `training` section.
 
 Started by hand (the trigger form's Params) or by the drift sensor; never on a timetable.
-Wiring only: each task calls one function of `driftline.training`, imported inside the task.
+Wiring only: each task calls one function of `driftline.training.pipeline`, imported inside the
+task.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
     def pipeline() -> None:
         @task
         def check_request(params=None) -> dict:
-            from driftline.training import TrainingRequest, TrainingRequestError
+            from driftline.training.pipeline import TrainingRequest, TrainingRequestError
 
             try:
                 return TrainingRequest.from_conf(dict(params), usecase).as_dict()
@@ -144,7 +145,7 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
 
         @task
         def snapshot_window(request: dict) -> dict:
-            from driftline import training
+            from driftline.training import pipeline as training
 
             try:
                 return training.snapshot_window(usecase, settings, _request(request))
@@ -153,7 +154,7 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
 
         @task
         def run_dvc_pipeline(request: dict, snapshot: dict, dag_run=None) -> dict:
-            from driftline import training
+            from driftline.training import pipeline as training
 
             return training.run_pipeline(
                 usecase,
@@ -164,7 +165,7 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
 
         @task
         def register_model(request: dict, pipeline: dict, dag_run=None) -> dict:
-            from driftline import training
+            from driftline.training import pipeline as training
 
             return training.register(
                 usecase,
@@ -177,8 +178,8 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
 
         @task
         def gate_challenger(request: dict, registered: dict, dag_run=None) -> dict:
-            from driftline import training
             from driftline.operator import alerts
+            from driftline.training import pipeline as training
 
             asked = _request(request)
             decided = training.gate(usecase, settings, asked, registered["version"])
@@ -199,7 +200,7 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
             return decided
 
         def _request(raw: dict):
-            from driftline.training import TrainingRequest
+            from driftline.training.pipeline import TrainingRequest
 
             return TrainingRequest.from_dict(raw)
 

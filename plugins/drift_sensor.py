@@ -9,7 +9,7 @@ trigger task starts that run and sends the drift alert); otherwise it skips, so 
 downstream is skipped too and the run stays green.
 
 Lives in plugins/ (on sys.path of every Airflow component) so that the triggerer can import
-the trigger. The work is done by `driftline.monitoring`; this module only adapts it.
+the trigger. The work is done by `driftline.monitoring.nightly`; this module only adapts it.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class DriftReportTrigger(BaseTrigger):
 
 
 def _recorded(usecase_name: str, day: str) -> bool:
-    from driftline import monitoring
     from driftline.config import Settings
+    from driftline.monitoring import nightly as monitoring
 
     return monitoring.night_recorded(Settings.from_env(), usecase_name, dt.date.fromisoformat(day))
 
@@ -112,8 +112,8 @@ class DriftSensor(BaseSensorOperator):
         return self._decide(context)
 
     def _decide(self, context) -> dict[str, Any]:
-        from driftline import monitoring
         from driftline.config import Settings, load_usecase
+        from driftline.monitoring import nightly as monitoring
 
         settings = Settings.from_env()
         usecase = load_usecase(self.usecase, settings)

@@ -9,7 +9,8 @@ the UI.
   Airflow's login and its auth manager (a use-case's pages need read access to its DAGs, the
   rollback edit access to its training DAG); *Drift history* and *Champion* in the nav.
 
-Wiring only: the URLs come from `driftline.links`, the pages from `driftline.views`.
+Wiring only: the URLs come from `driftline.operator.links`, the pages from
+`driftline.operator.views`.
 FastAPI is imported on the first request, not when a worker loads this plugin.
 """
 
@@ -22,7 +23,7 @@ import attrs
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-from driftline import links
+from driftline.operator import links
 
 
 def _night(ti: Any, timezone: str) -> dt.date | None:
@@ -107,7 +108,7 @@ class _LazyApp:
 
     async def __call__(self, scope, receive, send) -> None:
         if self._app is None:
-            from driftline.views import create_app
+            from driftline.operator.views import create_app
 
             self._app = create_app()
         await self._app(scope, receive, send)

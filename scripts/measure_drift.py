@@ -23,8 +23,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from driftline import drift_report, etl
 from driftline.config import Settings, load_usecase
+from driftline.ingest import etl
+from driftline.monitoring import drift_report
 
 
 def main() -> None:

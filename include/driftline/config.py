@@ -25,7 +25,7 @@ EXPECTATIONS_ENV = "DRIFTLINE_EXPECTATIONS_DIR"
 DVC_REMOTE_ENV = "DRIFTLINE_DVC_REMOTE"
 
 # Limits of a training request: checked by the DAG's Params at trigger time and again by
-# driftline.training for every other way in (CLI, sensor).
+# driftline.training.pipeline for every other way in (CLI, sensor).
 MAX_WINDOW_DAYS = 366
 MAX_REASON_CHARS = 500
 # A reason goes into a git commit message (an argument: a NUL byte cannot) and onto terminals
@@ -292,7 +292,8 @@ class DriftTestConfig(_Strict):
 
 
 class DriftRule(_Strict):
-    """When the drift sensor starts a retraining (judged by driftline.drift_rule.judge)."""
+    """When the drift sensor starts a retraining (judged by
+    driftline.monitoring.drift_rule.judge)."""
 
     drift_share: float = Field(0.5, gt=0, le=1)
     nights_drifted: int = Field(3, ge=1)  # k ...

@@ -16,14 +16,14 @@ import importlib
 import sys
 import time
 
-# What the tasks of the driftline DAGs import (driftline.etl, validation, scoring,
+# What the tasks of the driftline DAGs import (driftline.ingest.etl, validation, scoring,
 # monitoring, training and drift_report, with the libraries each pulls in).
 TASK_MODULES = (
-    "driftline.etl",
-    "driftline.validation",
-    "driftline.scoring",
-    "driftline.monitoring",
-    "driftline.training",
+    "driftline.ingest.etl",
+    "driftline.ingest.validation",
+    "driftline.monitoring.scoring",
+    "driftline.monitoring.nightly",
+    "driftline.training.pipeline",
     "xgboost",
     "evidently",
     "evidently.metrics",
@@ -36,7 +36,7 @@ def preload(modules: tuple[str, ...] = TASK_MODULES) -> float:
     began = time.perf_counter()
     for name in modules:
         importlib.import_module(name)
-    from driftline import validation
+    from driftline.ingest import validation
 
     validation.warm()
     return time.perf_counter() - began

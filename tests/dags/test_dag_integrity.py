@@ -161,7 +161,7 @@ def test_the_etl_fails_at_once_only_what_no_retry_can_heal(monkeypatch):
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from driftline import etl
+    from driftline.ingest import etl
 
     monkeypatch.syspath_prepend(str(REPO / "dags"))
     etl_dag_file = importlib.import_module("etl")

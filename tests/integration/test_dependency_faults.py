@@ -4,7 +4,7 @@ promotions at once wait for each other (the promotion lock) and leave one consis
 
 (The DAG side, retries with exponential back-off on every task, is the house rule that
 tests/dags/test_dag_integrity.py enforces; the source database's side is in
-tests/unit/test_source.py.)
+tests/unit/ingest/test_source.py.)
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from driftline import registry, training
 from driftline.config import load_usecase
+from driftline.training import pipeline as training
+from driftline.training import registry
 from tests.conftest import REPO, copy_curated, repo_settings
 
 pytestmark = pytest.mark.integration
@@ -117,7 +118,7 @@ def test_a_failing_dvc_stage_names_the_step_and_leaves_the_workspace_at_the_last
 GATE = """
 import json, sys, time
 from pathlib import Path
-from driftline import training
+from driftline.training import pipeline as training
 from driftline.config import load_usecase
 from tests.conftest import repo_settings
 settings = repo_settings(Path(sys.argv[1]))

@@ -20,9 +20,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from driftline import etl, storage
+from driftline import storage
 from driftline.cli import main
-from driftline.validation import BatchRejectedError
+from driftline.ingest import etl
+from driftline.ingest.validation import BatchRejectedError
 from tests.conftest import REPO, repo_settings, sqlite_url
 
 pytestmark = pytest.mark.integration
@@ -214,7 +215,7 @@ def test_the_quarantine_keeps_the_raw_values_and_the_page_escapes_them(
     """Case 4: the rows in another format are kept as they arrived (not blanked); case 7: a
     `<script>` from the source is text in the Data Docs page opened from disk."""
     from driftline.config import load_usecase
-    from driftline.validation import data_docs_file
+    from driftline.ingest.validation import data_docs_file
 
     settings = repo_settings(tmp_path / "home")
     usecase = load_usecase("flights", settings)

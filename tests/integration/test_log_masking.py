@@ -60,7 +60,7 @@ def probe():
 
     @task(retries=0)
     def extract_source():
-        from driftline import etl
+        from driftline.ingest import etl
         from driftline.config import Settings, load_usecase
 
         settings = Settings.from_env()

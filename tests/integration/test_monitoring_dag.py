@@ -21,17 +21,22 @@ import pandas as pd
 import pytest
 import yaml
 
-from driftline import etl, monitoring, registry, scoring, storage, training
+from driftline import storage
 from driftline.config import PREDICTION, load_usecase, parse_usecase
-from driftline.history import (
+from driftline.ingest import etl
+from driftline.monitoring import nightly as monitoring
+from driftline.monitoring import scoring
+from driftline.monitoring.history import (
     DRIFT_HISTORY,
     FIRED,
     PREDICTION_REFERENCE_HOLDOUT,
     PREDICTION_REFERENCE_TRAINING,
     DriftHistory,
 )
-from driftline.judged_rows import Days
+from driftline.monitoring.judged_rows import Days
 from driftline.operator import alerts
+from driftline.training import pipeline as training
+from driftline.training import registry
 from tests.alert_receiver import alert_receiver, connection_env
 from tests.conftest import REPO, repo_settings
 from tests.integration.conftest import curated_env, run, run_date
@@ -136,7 +141,7 @@ def test_a_night_meeting_the_rule_triggers_training_with_the_evidence(env, state
         done, output = monitor(with_rule(env, FIRING), night, alerts_to=url)
     assert done.returncode == 0, output[-5000:]
     # report_drift recorded the night just before: no trigger round-trip (waiting is deferred:
-    # tests/unit/test_drift_sensor.py)
+    # tests/unit/monitoring/test_drift_sensor.py)
     assert "the night's report is recorded: deciding without deferring" in output
 
     runs = training_runs(env)

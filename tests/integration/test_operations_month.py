@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from driftline import etl
 from driftline.config import Settings, load_usecase
-from driftline.history import DriftHistory
+from driftline.ingest import etl
+from driftline.monitoring.history import DriftHistory
 from tests.conftest import (
     BREAK_ONE_ORIGIN,
     FIX_ORIGIN,
@@ -172,7 +172,8 @@ def test_a_month_of_operations(tmp_path: Path, curated_days: Path, seeded_source
     scored_by: dict[dt.date, str] = {}  # each monitored night -> the champion then
 
     with month.step("0 the embedded source"):
-        # the session's seeded copy (`driftline seed --start/--end`: tests/unit/test_source.py)
+        # the session's seeded copy (`driftline seed --start/--end`:
+        # tests/unit/ingest/test_source.py)
         month.source.parent.mkdir(parents=True)
         shutil.copyfile(seeded_source, month.source)
         copy_curated(curated_days, month.home, COPIED_LAST)

@@ -54,9 +54,9 @@ from airflow_client.client.exceptions import ApiException, ServiceException
 from airflow_client.client.models.backfill_post_body import BackfillPostBody
 from airflow_client.client.models.dag_run_clear_body import DAGRunClearBody
 
-from driftline import etl
 from driftline.config import load_usecase
-from driftline.history import DriftHistory
+from driftline.ingest import etl
+from driftline.monitoring.history import DriftHistory
 from driftline.operator import alerts
 from tests import warm_cli
 from tests.alert_receiver import alert_receiver, connection_env

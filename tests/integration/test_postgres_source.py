@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from driftline import etl
-from driftline.source import seed
+from driftline.ingest import etl
+from driftline.ingest.source import seed
 from tests.conftest import repo_settings, sqlite_url
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from driftline import registry
 from driftline.cli import main
 from driftline.config import Settings, load_usecase
-from driftline.history import DriftHistory
+from driftline.monitoring.history import DriftHistory
+from driftline.training import registry
 from tests.conftest import REPO, copy_curated
 
 pytestmark = pytest.mark.integration

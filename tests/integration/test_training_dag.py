@@ -21,9 +21,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline import etl, registry, scoring, training
 from driftline.config import load_usecase
+from driftline.ingest import etl
+from driftline.monitoring import scoring
 from driftline.operator import alerts
+from driftline.training import pipeline as training
+from driftline.training import registry
 from tests.alert_receiver import alert_receiver, connection_env
 from tests.conftest import repo_settings
 from tests.integration.conftest import BIN, curated_env, run
@@ -367,7 +370,7 @@ def test_invalid_params_are_refused_naming_the_field(env, state, conf, named):
 
 
 def test_a_snapshot_replaced_by_another_run_is_detected(state):
-    from driftline.workspace import WorkspaceError
+    from driftline.training.workspace import WorkspaceError
 
     settings, usecase = state
     first = training.snapshot_window(usecase, settings, training.TrainingRequest.from_conf(

@@ -58,7 +58,7 @@ def test_a_backfill_on_two_processes_writes_the_bytes_of_a_sequential_one(
 ):
     import datetime as dt
 
-    from driftline import etl
+    from driftline.ingest import etl
 
     days = [dt.date(2013, 1, 1) + dt.timedelta(days=n) for n in range(4)]
     url = sqlite_url(seeded_source)

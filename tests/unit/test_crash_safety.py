@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from driftline import etl
+from driftline.ingest import etl
 from tests.conftest import REPO, corrupt, sqlite_url
 
 DAY = dt.date(2013, 1, 1)
@@ -26,7 +26,8 @@ KILLED_MID_WRITE = textwrap.dedent(
     """
     import datetime as dt, sys, time
     from pathlib import Path
-    from driftline import etl, storage
+    from driftline.ingest import etl
+    from driftline import storage
     from driftline.config import Settings, load_usecase
 
     ready, url = Path(sys.argv[1]), sys.argv[2]

@@ -23,20 +23,20 @@ from tests.conftest import REPO
 # (path, detector, dummy value) -> why it is not a secret. Matched on the value's hash, so an
 # entry survives the line moving but not the value changing.
 ALLOWED: dict[tuple[str, str, str], str] = {
-    ("tests/unit/test_source.py", "Basic Auth Credentials", "s3cret"): (
+    ("tests/unit/ingest/test_source.py", "Basic Auth Credentials", "s3cret"): (
         "dummy password in a URL to 127.0.0.1:1 (nothing listens); the test checks that the "
         "error message hides it"
     ),
-    ("tests/unit/test_compose.py", "Secret Keyword", "second"): (
+    ("tests/unit/operator/test_compose.py", "Secret Keyword", "second"): (
         "dummy admin password fed to the compose init script, to check that it rewrites the file"
     ),
     ("tests/integration/test_operator_stack.py", "Secret Keyword", "admin"): (
         "the wrong password the test expects the Airflow API to refuse (401)"
     ),
-    ("include/driftline/airflow_admin.py", "Secret Keyword", "AIRFLOW_ADMIN_PASSWORD"): (
+    ("include/driftline/operator/airflow_admin.py", "Secret Keyword", "AIRFLOW_ADMIN_PASSWORD"): (
         "the name of the environment variable the admin's password is read from, not a value"
     ),
-    ("tests/unit/test_alerts.py", "Basic Auth Credentials", "s3cret"): (
+    ("tests/unit/operator/test_alerts.py", "Basic Auth Credentials", "s3cret"): (
         "dummy password in an alert URL to 127.0.0.1:9 (nothing listens); the test checks that "
         "make up's alerts line masks it"
     ),

@@ -252,8 +252,9 @@ def deadline_missed(
 
 def rejection_of(error: BaseException | None) -> BaseException | None:
     """The BatchRejectedError behind a task's failure, if it was one (a quarantine). Without
-    driftline.validation imported, the task cannot have raised one: it is not imported here."""
-    validation = sys.modules.get("driftline.validation")
+    driftline.ingest.validation imported, the task cannot have raised one: it is not imported
+    here."""
+    validation = sys.modules.get("driftline.ingest.validation")
     seen: set[int] = set()
     while validation is not None and error is not None and id(error) not in seen:
         if isinstance(error, validation.BatchRejectedError):

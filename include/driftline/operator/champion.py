@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftline import links
 from driftline.config import Settings, UseCase
+from driftline.operator import links
 
 ALIASES = ("champion", "previous", "challenger")
 DECISIONS_SHOWN = 6
@@ -85,7 +85,7 @@ def gather(
     scoring_url: str | None = None,
 ) -> ChampionView:
     """Everything the champion page shows, read from the registry (and the scoring server)."""
-    from driftline import registry
+    from driftline.training import registry
 
     if usecase.training is None:
         raise ValueError(f"use-case {usecase.name!r} trains no model: it has no champion")
@@ -123,7 +123,7 @@ def roll_back(
 ) -> tuple[str, str]:
     """The UI's rollback: the very call `driftline rollback` makes (tags, alert), so both
     record it alike; `by` names the Airflow user. Returns (demoted, restored)."""
-    from driftline import registry
+    from driftline.training import registry
 
     reason = " ".join(reason.split())
     if not reason:
@@ -201,7 +201,7 @@ def _with_run_score(settings: Settings, usecase: UseCase, version: Version, metr
         return version
     from dataclasses import replace
 
-    from driftline import registry
+    from driftline.training import registry
 
     logged = registry.version_info(settings, usecase, version.version)["metrics"].get(metric)
     return replace(version, holdout_score=logged)
@@ -213,7 +213,7 @@ def _why(
     """When and why `version` holds `alias` (see the module's docstring)."""
     restored = _stamped(tags.get("rollback.restored"))
     demoted = _stamped(tags.get("rollback.demoted"))
-    from driftline.registry import UNKNOWN_USER
+    from driftline.training.registry import UNKNOWN_USER
 
     who = tags.get("rollback.by", UNKNOWN_USER)
     by = "" if who == UNKNOWN_USER else f" (by {who})"

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from driftline import storage
 from driftline.config import PREDICTION, Settings, UseCase
-from driftline.history import add_missing_columns
-from driftline.judged_rows import Days
+from driftline.monitoring.history import add_missing_columns
+from driftline.monitoring.judged_rows import Days
 
 MODEL_VERSION = "model_version"
 SCORED_AT = "scored_at"

@@ -13,12 +13,13 @@ from pathlib import Path
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from driftline.model import TrainedModel
+from driftline.training.model import TrainedModel
 
-# The driftline files the logged model imports (tests/unit/test_serving.py checks the list).
+# The driftline files the logged model imports (tests/unit/serving/test_serving.py checks the list).
 MODEL_MODULES = (
     "driftline/__init__.py",
-    "driftline/model.py",
+    "driftline/training/__init__.py",
+    "driftline/training/model.py",
     "driftline/serving/__init__.py",
     "driftline/serving/pyfunc.py",
 )

@@ -35,7 +35,7 @@ class NoChampionError(LookupError):
 
 
 def create_app(usecase: UseCase, settings: Settings) -> FastAPI:
-    from driftline import registry
+    from driftline.training import registry
 
     if usecase.training is None:
         raise ValueError(f"use-case {usecase.name!r} trains no model: nothing to serve")

@@ -1,0 +1,1 @@
+"""Experiments: the replay of a year under retraining policies, and its results."""

@@ -1,0 +1,144 @@
+"""The replay's comparison of policies: one CSV, one plot, one markdown table.
+
+Reads the nights.csv of each replayed policy; writes what docs/RESULTS.md shows. Pure
+pandas + matplotlib (Agg), so it reruns in a second from the CSVs alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from driftline.experiments.replay import NIGHTS_FILE, POLICIES
+
+COMBINED_CSV = "replay-nights.csv"
+PLOT = "replay-quality.png"
+TABLE = "replay-table.md"
+ROLLING_NIGHTS = 7
+
+
+@dataclass(frozen=True)
+class PolicySummary:
+    policy: str
+    nights: int  # nights judged with enough labels
+    first: dt.date
+    last: dt.date
+    mean_roc_auc: float
+    mean_log_loss: float
+    worst_week: str  # ISO week (Monday's date) with the lowest mean nightly ROC AUC
+    worst_week_roc_auc: float
+    trainings: int
+    promotions: int
+    training_seconds: float
+
+
+def load(out: Path) -> pd.DataFrame:
+    """Every replayed policy's nights under `out`, in the order of POLICIES."""
+    frames = [
+        pd.read_csv(out / policy / NIGHTS_FILE, dtype={"champion_version": str, "new_version": str})
+        for policy in POLICIES
+        if (out / policy / NIGHTS_FILE).exists()
+    ]
+    if not frames:
+        raise FileNotFoundError(f"no {NIGHTS_FILE} under {out}: run `driftline replay` first")
+    nights = pd.concat(frames, ignore_index=True)
+    nights["night"] = pd.to_datetime(nights["night"])
+    return nights
+
+
+def summarize(nights: pd.DataFrame) -> list[PolicySummary]:
+    """Mean and worst-week quality, trainings and their time, per policy."""
+    summaries = []
+    for policy, rows in nights.groupby("policy", sort=False):
+        judged = rows.dropna(subset=["roc_auc"])
+        weeks = judged.groupby(judged["night"].dt.to_period("W-SUN"))["roc_auc"].mean()
+        worst = weeks.idxmin()
+        retrained = rows[rows["retrained"]]
+        summaries.append(
+            PolicySummary(
+                policy=str(policy),
+                nights=len(judged),
+                first=rows["night"].min().date(),
+                last=rows["night"].max().date(),
+                mean_roc_auc=float(judged["roc_auc"].mean()),
+                mean_log_loss=float(judged["log_loss"].mean()),
+                worst_week=worst.start_time.date().isoformat(),
+                worst_week_roc_auc=float(weeks.min()),
+                trainings=len(retrained),
+                promotions=int(retrained["promoted"].astype(str).eq("True").sum()),
+                training_seconds=float(retrained["training_seconds"].sum()),
+            )
+        )
+    return summaries
+
+
+def table(summaries: list[PolicySummary]) -> str:
+    lines = [
+        "| policy | replayed | nights | mean ROC AUC | mean log loss | worst week (ROC AUC) "
+        "| trainings | promoted | training time |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {s.policy} | {s.first}..{s.last} | {s.nights} | {s.mean_roc_auc:.4f} | "
+            f"{s.mean_log_loss:.4f} | "
+            f"{s.worst_week} ({s.worst_week_roc_auc:.4f}) | {s.trainings} | {s.promotions} | "
+            f"{s.training_seconds / 60:.1f} min |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(nights: pd.DataFrame, target: Path) -> Path:
+    """ROC AUC over the year (7-night rolling mean) per policy; retraining nights below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    policies = list(dict.fromkeys(nights["policy"]))
+    figure, (quality, marks) = plt.subplots(
+        2, 1, figsize=(12, 6.5), sharex=True, gridspec_kw={"height_ratios": [4, 1]}
+    )
+    for policy in policies:
+        rows = nights[nights["policy"] == policy].set_index("night").sort_index()
+        rolling = rows["roc_auc"].rolling(ROLLING_NIGHTS, min_periods=3).mean()
+        quality.plot(rolling.index, rolling.to_numpy(), label=policy, linewidth=1.4)
+    quality.set_ylabel(f"ROC AUC on the night's labels\n({ROLLING_NIGHTS}-night rolling mean)")
+    quality.set_title("Replay of 2013: the champion's quality per retraining policy")
+    quality.grid(alpha=0.3)
+    quality.legend(loc="lower left", ncol=len(policies))
+    for lane, policy in enumerate(policies):
+        rows = nights[(nights["policy"] == policy) & nights["retrained"]]
+        promoted = rows["promoted"].astype(str).eq("True")
+        for chosen, alpha in ((promoted, 1.0), (~promoted, 0.3)):
+            marks.scatter(
+                rows.loc[chosen, "night"],
+                [lane] * int(chosen.sum()),
+                marker="|",
+                s=60,
+                color=f"C{lane}",
+                alpha=alpha,
+            )
+    marks.set_yticks(range(len(policies)), policies)
+    marks.set_ylim(-0.7, len(policies) - 0.3)
+    marks.set_title("retraining nights (faint: the gate kept the champion)", fontsize=9)
+    marks.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, dpi=110)
+    plt.close(figure)
+    return target
+
+
+def write(out: Path, docs: Path) -> list[PolicySummary]:
+    """Combined CSV, plot and markdown table of every policy replayed under `out`."""
+    nights = load(out)
+    summaries = summarize(nights)
+    docs.mkdir(parents=True, exist_ok=True)
+    nights.assign(night=nights["night"].dt.date).to_csv(docs / COMBINED_CSV, index=False)
+    plot(nights, docs / PLOT)
+    (docs / TABLE).write_text(table(summaries))
+    return summaries

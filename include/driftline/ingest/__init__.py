@@ -1,0 +1,1 @@
+"""Ingest: the source, the nightly ETL and its Great Expectations gate."""

@@ -1,0 +1,1 @@
+"""Monitoring: predictions ahead, judged rows, drift reports, history and the drift rule."""

@@ -1,0 +1,1 @@
+"""Training: the request, the DVC pipeline and workspace, the model, its gate and registry."""
