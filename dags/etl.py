@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from airflow.sdk import DAG, Asset, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from driftline.config import Settings, UseCase, list_usecases
+from driftline.config import ConfigError, Settings, UseCase, list_usecases
 from driftline_defaults import default_args, night_deadline, nightly, with_links
 from driftline_ui import DataDocsLink
 
@@ -27,7 +27,7 @@ Each run covers one **{tz}** day: the run's data interval. It
 1. **extract_{table}**: asks the source how many `{table}` rows the day has (each placed by
    its time read as an instant) and how many rows have a time that places them in no day,
    then reads the day's rows (and the tables joined to them) with bound parameters;
-2. **build_batch**: joins and derives the features and the label (`{label}`);
+2. **build_batch**: {builds}, then the label (`{label}`);
 3. **validate_batch**: runs the Great Expectations suite `{suite}` (expectations/{suite}.json)
    and reconciles: the batch must hold exactly the rows the source counted in the day;
 4. **load_partition**: writes the day's Parquet partition atomically into
@@ -39,7 +39,8 @@ A rerun of a day replaces its partition; it never adds rows.
 naming the failed expectations; any other task failing for good, one failure alert)
 - *build_batch* failed: the extracted rows could not be built into a batch (the message says
   why, e.g. a text value where the label rule needs a number). They are quarantined in
-  `{quarantine}/<day>/` and nothing was loaded.
+  `{quarantine}/<day>/` and nothing was loaded. Failed at once without quarantine: the
+  config is wrong (e.g. a transform that cannot be imported); `driftline check` names it.
 - *validate_batch* failed: the log names every failed expectation and its observed value.
   The batch and its full validation result are in `{quarantine}/<day>/`; nothing was loaded
   and the previous partition (if any) is untouched. Fix the source (or the suite, if the data
@@ -57,14 +58,15 @@ naming the failed expectations; any other task failing for good, one failure ale
 
 @contextmanager
 def fail_without_retry_when_rejected() -> Iterator[None]:
-    """A quarantined batch, or a source that is broken (not just unreachable), fails its task
-    at once: retrying cannot help. An unreachable or locked source is retried with back-off."""
+    """A quarantined batch, a source that is broken (not just unreachable) or a wrong config
+    fails its task at once: retrying cannot help. An unreachable or locked source is retried
+    with back-off."""
     from driftline.ingest.etl import SourceBrokenError
     from driftline.ingest.validation import BatchRejectedError
 
     try:
         yield
-    except (BatchRejectedError, SourceBrokenError) as exc:
+    except (BatchRejectedError, SourceBrokenError, ConfigError) as exc:
         raise AirflowFailException(str(exc)) from exc
 
 
@@ -91,6 +93,12 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
             name=usecase.name,
             tz=usecase.timezone,
             table=usecase.source.batch_table,
+            builds=(
+                f"`{usecase.transform}` builds the batch from the extracted tables"
+                if usecase.transform
+                else f"the `{usecase.source.batch_table}` rows as extracted, cut to the "
+                "configured columns"
+            ),
             label=usecase.label.rule,
             suite=usecase.validation.suite,
             curated=settings.curated_dir(usecase.name),

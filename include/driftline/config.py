@@ -6,6 +6,7 @@ file, so DAG files can import it at parse time for free (it needs only pydantic 
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import importlib
 import os
@@ -214,10 +215,76 @@ class SourceConfig(_Strict):
         return self
 
 
+# The math functions pandas.eval knows (pandas.core.computation.ops.MATHOPS): a label rule may
+# call these; every other name it reads is a column.
+EVAL_FUNCTIONS = frozenset({
+    "sin", "cos", "tan", "exp", "log", "expm1", "log1p", "sqrt", "sinh", "cosh", "tanh",
+    "arcsin", "arccos", "arctan", "arccosh", "arcsinh", "arctanh", "abs", "log10", "floor",
+    "ceil", "arctan2",
+})
+# What a label rule may be made of: columns, constants, lists, arithmetic, comparisons, boolean
+# operators and those functions (pandas.eval refuses the rest, or reads them differently).
+_RULE_NODES = (
+    ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Name, ast.Constant,
+    ast.List, ast.Tuple, ast.Call, ast.Load, ast.And, ast.Or, ast.Add, ast.Sub, ast.Mult,
+    ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.BitAnd, ast.BitOr, ast.Not, ast.USub, ast.UAdd,
+    ast.Invert, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
+)
+_BACKTICKED = re.compile(r"`([^`]+)`")  # pandas.eval's quoting of a column like `arr delay`
+
+
+def rule_columns(rule: str) -> list[str]:
+    """The columns a label rule (a pandas.eval expression) reads, in order of first use.
+
+    Read from its syntax tree, without pandas or data, so a config is judged when it is read.
+    Raises ValueError saying what is wrong: a syntax error, or a part pandas.eval would not
+    evaluate on a frame's columns (attributes, subscripts, `@` variables, other functions).
+    """
+    quoted: dict[str, str] = {}
+
+    def placeholder(match: re.Match[str]) -> str:
+        quoted[f"_column_{len(quoted)}_"] = match.group(1)
+        return f"_column_{len(quoted) - 1}_"
+
+    try:
+        tree = ast.parse(_BACKTICKED.sub(placeholder, rule).strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"{rule!r} is not an expression: {exc.msg}") from exc
+    functions = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, _RULE_NODES):
+            part = ast.unparse(node) if isinstance(node, ast.expr) else ""
+            raise ValueError(
+                f"{rule!r}: {type(node).__name__} {part!r} is not allowed (a rule is made of "
+                "columns, constants, operators, comparisons and pandas.eval's math functions)"
+                if part else f"{rule!r}: the operator {type(node).__name__} is not allowed"
+            )
+        if isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+            if name not in EVAL_FUNCTIONS:
+                raise ValueError(
+                    f"{rule!r}: {name}() is not one of pandas.eval's math functions "
+                    f"({', '.join(sorted(EVAL_FUNCTIONS))})"
+                )
+            if node.keywords:
+                raise ValueError(f"{rule!r}: {name}() takes positional arguments only")
+            functions.add(id(node.func))
+    names = sorted(
+        (n for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in functions),
+        key=lambda n: n.col_offset,
+    )
+    return list(dict.fromkeys(quoted.get(n.id, n.id) for n in names))
+
+
 class LabelConfig(_Strict):
     name: str
-    rule: str
-    missing_when_null: str
+    rule: str  # a pandas.eval expression over the batch's columns
+    missing_when_null: str  # the label is unknown (null) where this column is null
+
+    @property
+    def reads(self) -> list[str]:
+        """The columns the label is computed from: the rule's, then missing_when_null."""
+        return list(dict.fromkeys([*rule_columns(self.rule), self.missing_when_null]))
 
 
 class FeatureConfig(_Strict):
@@ -346,7 +413,10 @@ class UseCase(_Strict):
     start_date: dt.date
     end_date: dt.date | None = None
     source: SourceConfig
-    transform: str
+    # Feature code, optional: `package.module:function`, called as function(tables, usecase)
+    # and returning the batch (contract: driftline.ingest.etl.transform). Without it, the batch
+    # is the batch table as extracted (its query can join), cut to the columns this file names.
+    transform: str | None = None
     key: str
     event_time: str
     label: LabelConfig
@@ -419,6 +489,14 @@ class UseCase(_Strict):
         columns = [self.key, self.event_time, *self.features.all, self.label.name]
         return columns + [c for c in self.passthrough if c not in columns]
 
+    @property
+    def batch_table_columns(self) -> list[str]:
+        """What the batch table must supply when there is no `transform`: the curated columns
+        but the label, then the columns the label is computed from. Raises ValueError when
+        the label rule cannot be read."""
+        curated = [c for c in self.curated_columns if c != self.label.name]
+        return list(dict.fromkeys([*curated, *self.label.reads]))
+
 
 def load_usecase(name: str, settings: Settings | None = None) -> UseCase:
     """Read `usecases/<name>.yaml`; a wrong or missing field is named in the error."""
@@ -449,13 +527,21 @@ def parse_usecase(path: Path) -> UseCase:
     return usecase
 
 
-def import_object(dotted: str) -> Any:
-    """The object named `package.module:attribute` (the config's hooks into use-case code)."""
-    module, _, attribute = dotted.partition(":")
+def import_object(dotted: str, field: str | None = None) -> Any:
+    """The object named `package.module:attribute` (the config's hooks into use-case code).
+
+    Anything that stops the import (a missing module, a syntax error in it, an error its
+    top level raises) is a ConfigError naming `field`, the config's field that names it."""
+    where = f"{field}: " if field else ""
+    module, colon, attribute = dotted.partition(":")
+    if not (module and colon and attribute):
+        raise ConfigError(f"{where}{dotted!r} is not of the form package.module:attribute")
     try:
         return getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import {dotted!r}: {exc}") from exc
+    except Exception as exc:  # importing runs the module: anything may stop it
+        raise ConfigError(
+            f"{where}cannot import {dotted!r}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def list_usecases(settings: Settings | None = None) -> list[UseCase]:

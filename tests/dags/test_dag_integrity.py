@@ -155,18 +155,20 @@ def test_training_dag_is_manual_one_at_a_time_with_a_params_schema(dagbag):
 
 
 def test_the_etl_fails_at_once_only_what_no_retry_can_heal(monkeypatch):
-    """A broken source (a missing table, a corrupt file) or a refused day fails the task
-    without retries; an unreachable or locked source is retried with back-off."""
+    """A broken source (a missing table, a corrupt file), a refused day or a wrong config
+    fails the task without retries; an unreachable or locked source is retried with back-off."""
     import importlib
 
     from airflow.sdk.exceptions import AirflowFailException
 
+    from driftline.config import ConfigError
     from driftline.ingest import etl
 
     monkeypatch.syspath_prepend(str(REPO / "dags"))
     etl_dag_file = importlib.import_module("etl")
     for permanent in (etl.SourceBrokenError("no such table: weather"),
-                      etl.BatchRejectedError("refused at the source", Path("/q"))):
+                      etl.BatchRejectedError("refused at the source", Path("/q")),
+                      ConfigError("transform: cannot import 'x:y'")):
         with pytest.raises(AirflowFailException):
             with etl_dag_file.fail_without_retry_when_rejected():
                 raise permanent

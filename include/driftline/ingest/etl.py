@@ -441,23 +441,77 @@ def _refuse(
 
 
 def transform(usecase: UseCase, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The use-case's builder, then the label rule; columns in curated order."""
-    try:
+    """The day's batch: the rows of the batch table, or what the use-case's hook builds from
+    the extracted tables; then the label rule. Columns in curated order.
+
+    Without `transform` the batch table is the batch, as its query returned it (the query can
+    join): it must hold the key, event_time, the features, the passthrough columns and those the
+    label rule reads (and missing_when_null); the rest is dropped. event_time is read as
+    instants like the source's time column.
+
+    The hook, `transform: package.module:function` for real feature code, is called as
+    `function(tables, usecase)`: `tables` maps each name of source.queries to its extracted
+    frame (the batch table cut to the day; source.time_column as UTC instants), `usecase` is
+    this config. It returns one DataFrame row per batch-table row, holding at least the curated
+    columns but the label, plus the columns the label rule reads; the label is computed after
+    it, and extra columns are dropped. An exception it raises (bad data: a value it cannot
+    convert) quarantines the day; a hook that cannot be imported is a ConfigError
+    (`driftline check` finds it before any run).
+    """
+    if usecase.transform is None:
+        batch = _batch_table(usecase, tables)
+        made_by = f"the {usecase.source.batch_table} table"
+    else:
         builder: Callable[[dict[str, pd.DataFrame], UseCase], pd.DataFrame] = import_object(
-            usecase.transform
+            usecase.transform, field="transform"
         )
-    except ConfigError as exc:
-        raise TransformError(str(exc)) from exc
-    try:
-        batch = builder(tables, usecase)
-    except Exception as exc:
-        raise TransformError(f"{usecase.transform} failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            batch = builder(tables, usecase)
+        except Exception as exc:
+            raise TransformError(
+                f"{usecase.transform} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(batch, pd.DataFrame):
+            raise TransformError(
+                f"{usecase.transform} returned a {type(batch).__name__}, not a pandas DataFrame"
+            )
+        made_by = usecase.transform
+    missing = [
+        c for c in dict.fromkeys([*usecase.curated_columns, usecase.label.missing_when_null])
+        if c not in batch.columns and c != usecase.label.name
+    ]
+    if missing:
+        raise TransformError(f"{made_by} has no column(s) {missing}")
     batch = batch.copy()
     batch[usecase.label.name] = label_values(batch, usecase)
-    missing = [c for c in usecase.curated_columns if c not in batch.columns]
-    if missing:
-        raise TransformError(f"{usecase.transform} did not produce columns {missing}")
     return batch[usecase.curated_columns]
+
+
+def _batch_table(usecase: UseCase, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The batch table cut to the columns a use-case without `transform` takes from it."""
+    name = usecase.source.batch_table
+    try:
+        wanted = usecase.batch_table_columns
+    except ValueError as exc:
+        raise ConfigError(f"label.rule: {exc}") from exc
+    frame = tables[name]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise TransformError(
+            f"{name} has no column(s) {missing} (without `transform`, the batch table must "
+            f"hold {wanted})"
+        )
+    batch = frame[wanted]
+    if usecase.event_time != usecase.source.time_column:
+        instants, unreadable = parse_instants(batch[usecase.event_time])
+        if unreadable.any():
+            shown = ", ".join(repr(v) for v in batch[usecase.event_time][unreadable].head(5))
+            raise TransformError(
+                f"{name}.{usecase.event_time}: {int(unreadable.sum())} values are not ISO 8601 "
+                f"instants, e.g. [{shown}]"
+            )
+        batch = batch.assign(**{usecase.event_time: instants})
+    return batch
 
 
 def build_batch(
@@ -492,6 +546,8 @@ def build_batch(
 def label_values(batch: pd.DataFrame, usecase: UseCase) -> pd.Series:
     """The label rule as a nullable boolean: unknown where its source column is null."""
     rule, source = usecase.label.rule, usecase.label.missing_when_null
+    if source not in batch.columns:
+        raise TransformError(f"label.missing_when_null: the batch has no column {source!r}")
     unknown = batch[source].isna()
     try:
         values = batch.eval(rule)
