@@ -31,8 +31,10 @@ DEMO_TRAINING := {"window_end": "2013-01-31", "window_days": 31, "reason": "make
 # in), then 14 February through Airflow, where the drift sensor judges the rule and may
 # trigger flights_training; that night publishes the predictions of 15 February.
 DEMO_MONITOR_LAST := 2013-02-14
-# The logical date of the nightly run that processes a day: midnight (New York) after it.
-RUN_AT = $(BIN)/python -c "import pendulum,sys; print(pendulum.parse(sys.argv[1], tz='America/New_York').add(days=1).isoformat())"
+# The logical date `airflow dags test` takes to run the night of a day: the local midnight
+# after it (UseCase.day_start of the next day, in flights.yaml's zone).
+RUN_AT = $(BIN)/python -c "import datetime as dt, sys; from driftline.config import load_usecase; \
+  print(load_usecase('flights').day_start(dt.date.fromisoformat(sys.argv[1]) + dt.timedelta(days=1)).isoformat())"
 
 .PHONY: help install chromium demo up down test ui-test replay lint audit lock clean
 

@@ -44,8 +44,8 @@ def nightly(usecase) -> tuple[CronDataIntervalTimetable, pendulum.DateTime, pend
     """Schedule, start and end of a nightly DAG: one run per day of the use-case's time zone,
     whose data interval is that day (a plain cron schedule would give empty intervals)."""
 
-    def midnight(day: dt.date | None):
-        return pendulum.datetime(day.year, day.month, day.day, tz=usecase.timezone) if day else None
+    def midnight(day: dt.date | None):  # as pendulum's: the DAG's timezone is the use-case's
+        return pendulum.instance(usecase.day_start(day)) if day else None
 
     timetable = CronDataIntervalTimetable("0 0 * * *", timezone=usecase.timezone)
     return timetable, midnight(usecase.start_date), midnight(usecase.end_date)

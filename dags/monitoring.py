@@ -67,8 +67,8 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
     monitoring = usecase.monitoring
     rule = monitoring.rule
     schedule, start, end = nightly(usecase)
-    # the day a run covers, as in the ETL: its data interval, in the use-case's time zone
-    day = "{{ data_interval_start.in_timezone('" + usecase.timezone + "').to_date_string() }}"
+    # the day a run covers, as in the ETL: its data interval start, in the use-case's zone
+    day = "{{ run_day(data_interval_start) }}"
 
     @dag(
         dag_id=f"{usecase.name}_monitoring",
@@ -78,6 +78,7 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
         catchup=False,
         max_active_runs=1,  # nights in order: the rule reads the nights before
         default_args=DEFAULT_ARGS,
+        user_defined_macros={"run_day": usecase.run_day},
         deadline=night_deadline(usecase),
         tags=["driftline", "monitoring", usecase.name],
         doc_md=DOC.format(

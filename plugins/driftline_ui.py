@@ -23,6 +23,7 @@ import attrs
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
+from driftline.config import run_day
 from driftline.operator import links
 
 
@@ -30,7 +31,7 @@ def _night(ti: Any, timezone: str) -> dt.date | None:
     """The day a nightly run covers: its data interval's start, in the use-case's zone (None
     for a run without one, e.g. triggered with no logical date)."""
     start = ti.get_template_context()["data_interval_start"]
-    return None if start is None else start.in_timezone(timezone).date()
+    return None if start is None else run_day(start, timezone)
 
 
 def _returned(ti: Any) -> dict:

@@ -12,7 +12,6 @@ import importlib
 import os
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -459,14 +458,24 @@ class UseCase(_Strict):
         """The columns a drift report judges: the configured features, then the prediction."""
         return [*(self.monitoring.columns or self.features.all), "prediction"]
 
-    @cached_property
+    @property
     def tz(self) -> ZoneInfo:
+        # not cached: a model_copy(update=...) would keep the old zone (ZoneInfo caches)
         return ZoneInfo(self.timezone)
+
+    def day_start(self, day: dt.date) -> dt.datetime:
+        """The local midnight that starts `day`, in the use-case's zone: the data interval
+        start of the nightly run covering `day` (a scheduled run's logical date), and, for
+        `day` + 1, its interval end (the date `airflow dags test` takes to run `day`)."""
+        return dt.datetime.combine(day, dt.time(), tzinfo=self.tz)
+
+    def run_day(self, data_interval_start: dt.datetime) -> dt.date:
+        """The day a nightly run covers: its data interval start, in the use-case's zone."""
+        return run_day(data_interval_start, self.timezone)
 
     def day_bounds(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
         """The use-case's local `day` as UTC instants: start inclusive, end exclusive."""
-        start = dt.datetime.combine(day, dt.time(), tzinfo=self.tz)
-        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=self.tz)
+        start, end = self.day_start(day), self.day_start(day + dt.timedelta(days=1))
         return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
 
     def scored_day(self, night: dt.date) -> dt.date:
@@ -496,6 +505,16 @@ class UseCase(_Strict):
         the label rule cannot be read."""
         curated = [c for c in self.curated_columns if c != self.label.name]
         return list(dict.fromkeys([*curated, *self.label.reads]))
+
+
+def run_day(data_interval_start: dt.datetime, timezone: str) -> dt.date:
+    """The day a nightly run covers: its data interval start, in the use-case's `timezone`
+    (UseCase.run_day; the plugin's links know the zone's name only). A naive instant is
+    refused: read in the machine's zone, it would name another day."""
+    if data_interval_start.utcoffset() is None:
+        raise ValueError(f"{data_interval_start!r} has no time zone")
+    local = data_interval_start.astimezone(ZoneInfo(timezone))
+    return dt.date(local.year, local.month, local.day)  # not pendulum's Date
 
 
 def load_usecase(name: str, settings: Settings | None = None) -> UseCase:

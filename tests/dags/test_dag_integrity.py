@@ -140,6 +140,23 @@ def test_monitoring_scores_ahead_then_judges_the_night_even_when_scoring_failed(
     assert watcher.trigger_rule == "one_failed"
 
 
+@pytest.mark.parametrize(
+    ("start", "night"),
+    [("2013-03-10T05:00:00+00:00", "2013-03-10"), ("2013-11-03T04:00:00+00:00", "2013-11-03")],
+)
+def test_a_monitoring_run_names_the_new_york_day_of_its_interval(dagbag, start, night):
+    """The night's day, as its tasks and the retraining's run id get it (the DAG's macro over
+    UseCase.run_day), on the two DST days: Airflow hands the interval start in UTC."""
+    import pendulum
+
+    dag = dagbag.dags["flights_monitoring"]
+    context = {"data_interval_start": pendulum.parse(start)}
+    env = dag.get_template_env()
+    assert env.from_string(dag.get_task("drift_sensor").day).render(context) == night
+    trigger_run_id = dag.get_task("trigger_retraining").trigger_run_id
+    assert env.from_string(trigger_run_id).render(context) == f"drift__{night}"
+
+
 def test_training_dag_is_manual_one_at_a_time_with_a_params_schema(dagbag):
     dag = dagbag.dags["flights_training"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # by hand or by the drift sensor

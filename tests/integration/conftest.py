@@ -12,19 +12,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pendulum
 from filelock import FileLock
 
+from driftline.config import UseCase, parse_usecase
 from tests import warm_cli
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
 
 
+@functools.cache
+def flights() -> UseCase:
+    """flights.yaml, whose zone the nightly runs of these tests are counted in."""
+    return parse_usecase(REPO / "usecases" / "flights.yaml")
+
+
 def run_date(day: dt.date) -> str:
-    """The logical date of the nightly run that processes `day` (midnight New York after it)."""
-    return pendulum.datetime(day.year, day.month, day.day, tz="America/New_York").add(
-        days=1).isoformat()
+    """The logical date `airflow dags test` takes to run the night of `day`: the local
+    midnight after it (the end of the run's data interval)."""
+    return flights().day_start(day + dt.timedelta(days=1)).isoformat()
 
 
 def airflow_env(root: Path, source_url: str) -> dict[str, str]:

@@ -44,7 +44,6 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-import pendulum
 import pytest
 import yaml
 from airflow_client.client.api.backfill_api import BackfillApi
@@ -61,6 +60,7 @@ from driftline.operator import alerts
 from tests import warm_cli
 from tests.alert_receiver import alert_receiver, connection_env
 from tests.conftest import BREAK_ONE_ORIGIN, FIX_ORIGIN, REPO, corrupt, repo_settings, sqlite_url
+from tests.integration.conftest import flights
 from tests.stack_helpers import (
     GREEN,
     AirflowApi,
@@ -79,7 +79,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 BIN = Path(sys.executable).parent
 ETL, TRAINING, MONITORING = "flights_etl", "flights_training", "flights_monitoring"
 DAGS = {ETL, TRAINING, MONITORING}
-TZ = "America/New_York"
 MODEL = "flights_delay"
 # 6 nights prove what 30 did (two at a time, a crash mid-night, byte-identical partitions)
 NIGHTS = int(os.environ.get("DRIFTLINE_LOAD_NIGHTS", "6"))
@@ -310,7 +309,7 @@ def kill_scheduler_mid_night(home: Path, api: AirflowApi) -> tuple[int, list[str
 
 def night(run) -> dt.date:
     """The day a nightly run covers: its data interval's start, in New York."""
-    return pendulum.instance(run.data_interval_start).in_timezone(TZ).date()
+    return flights().run_day(run.data_interval_start)
 
 
 def run_of(api: AirflowApi, dag_id: str, day: dt.date) -> str:
@@ -318,9 +317,9 @@ def run_of(api: AirflowApi, dag_id: str, day: dt.date) -> str:
     return run_id
 
 
-def midnight(day: dt.date) -> pendulum.DateTime:
+def midnight(day: dt.date) -> dt.datetime:
     """The logical date of the nightly run covering `day` (its data interval's start)."""
-    return pendulum.datetime(day.year, day.month, day.day, tz=TZ)
+    return flights().day_start(day)
 
 
 def task_log(home: Path, dag_id: str, run_id: str, task_id: str) -> str:

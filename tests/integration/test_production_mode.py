@@ -25,7 +25,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
-import pendulum
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -35,6 +34,7 @@ from airflow_client.client.api.task_instance_api import TaskInstanceApi
 from airflow_client.client.models.backfill_post_body import BackfillPostBody
 
 from tests.conftest import REPO
+from tests.integration.conftest import flights
 from tests.stack_helpers import (
     GREEN,
     AirflowApi,
@@ -53,7 +53,6 @@ SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/7"
 BIN = Path(sys.executable).parent
 USECASE = "flights"
-TZ = "America/New_York"
 ETL, TRAINING, MONITORING = "flights_etl", "flights_training", "flights_monitoring"
 MODEL = "flights_delay"
 
@@ -67,9 +66,9 @@ TRAIN_RUN = "production_test__train"
 SETUP: dict[str, float] = {}  # seconds the fixture took, printed with the test's own
 
 
-def midnight(day: dt.date) -> pendulum.DateTime:
+def midnight(day: dt.date) -> dt.datetime:
     """The logical date of the nightly run covering `day` (its data interval's start)."""
-    return pendulum.datetime(day.year, day.month, day.day, tz=TZ)
+    return flights().day_start(day)
 
 
 def small_usecases(folder: Path) -> Path:

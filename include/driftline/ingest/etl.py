@@ -82,7 +82,7 @@ class BatchWindow:
     @classmethod
     def from_interval(cls, start: dt.datetime, end: dt.datetime, usecase: UseCase) -> BatchWindow:
         """The window of an Airflow data interval, which must be exactly one local day."""
-        day = start.astimezone(usecase.tz).date()
+        day = usecase.run_day(start)
         window = cls.for_day(day, usecase)
         if (start.astimezone(dt.UTC), end.astimezone(dt.UTC)) != (window.start, window.end):
             raise ValueError(
