@@ -7,18 +7,36 @@ import logging
 import os
 import sys
 import time
+from functools import cached_property
 from pathlib import Path
 
 import click
 
-from driftline.config import ConfigError, Settings, UseCase, load_usecase
+from driftline.config import (
+    USECASE_ENV,
+    ConfigError,
+    Settings,
+    UseCase,
+    load_usecase,
+    resolve_usecase_name,
+)
 from driftline.monitoring.history import FIRED
 
 
 class _Context:
-    def __init__(self, usecase_name: str):
+    """The settings, and the use-case resolved when a command first asks for it: commands
+    that need none (`stack`) work whatever the use-cases folder holds."""
+
+    def __init__(self, usecase_name: str | None):
         self.settings = Settings.from_env()
-        self.usecase_name = usecase_name
+        self._explicit = usecase_name
+
+    @cached_property
+    def usecase_name(self) -> str:
+        try:
+            return resolve_usecase_name(self._explicit, self.settings)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
 
     @property
     def usecase(self) -> UseCase:
@@ -38,10 +56,14 @@ DATE = click.DateTime(formats=["%Y-%m-%d"])
 
 
 @click.group()
-@click.option("--usecase", default="flights", show_default=True, help="Use-case config name.")
+@click.option(
+    "--usecase",
+    help=f"Use-case config name (default: ${USECASE_ENV}, else the only config in the "
+    "use-cases folder).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every step (INFO).")
 @click.pass_context
-def main(ctx: click.Context, usecase: str, verbose: bool) -> None:
+def main(ctx: click.Context, usecase: str | None, verbose: bool) -> None:
     """driftline: batch MLOps on Airflow. State lives in $DRIFTLINE_HOME (default ./data)."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -435,8 +457,17 @@ def _roc_auc(night) -> str:
 
 
 @main.command()
-@click.option("--start", type=DATE, default="2013-02-01", show_default=True, help="First night.")
-@click.option("--end", type=DATE, default="2013-12-31", show_default=True, help="Last night.")
+@click.option(
+    "--start",
+    type=DATE,
+    help="First night (default: the first whose first champion trains on a full window: the "
+    "use-case's start_date + training.window_days + training.holdout_days).",
+)
+@click.option(
+    "--end",
+    type=DATE,
+    help="Last night (default: the use-case's end_date, else the last day loaded).",
+)
 @click.option(
     "--policy",
     "policies",
@@ -458,8 +489,8 @@ def _roc_auc(night) -> str:
 @pass_context
 def replay(
     ctx: _Context,
-    start: dt.datetime,
-    end: dt.datetime,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
     policies: tuple[str, ...],
     out: Path | None,
     docs: Path | None,
@@ -474,6 +505,10 @@ def replay(
     from driftline.experiments import results as replay_results
 
     usecase, settings = ctx.usecase, ctx.settings
+    if usecase.training is None:
+        raise click.UsageError(f"use-case {usecase.name} has no training section: no replay")
+    first = start.date() if start else replaying.first_full_night(usecase)
+    last = end.date() if end else _last_night(usecase, settings)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("mlflow", "alembic"):  # a year of registrations: keep the nights readable
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -496,7 +531,7 @@ def replay(
         began = time.perf_counter()
         try:
             records = replaying.replay(
-                usecase, settings, policy, start.date(), end.date(), out, progress
+                usecase, settings, policy, first, last, out, progress
             )
         except replaying.ReplayError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -512,6 +547,20 @@ def replay(
     click.echo(
         f"wrote {docs / replay_results.COMBINED_CSV}, {replay_results.PLOT}, {replay_results.TABLE}"
     )
+
+
+def _last_night(usecase: UseCase, settings: Settings) -> dt.date:
+    """The use-case's end_date, else the last day in its curated store."""
+    from driftline.ingest.etl import list_partitions
+
+    if usecase.end_date is not None:
+        return usecase.end_date
+    partitions = list_partitions(usecase, settings)
+    if not partitions:
+        raise click.UsageError(
+            f"give --end: use-case {usecase.name} has no end_date and no day loaded yet"
+        )
+    return partitions[-1][0]
 
 
 @main.command()

@@ -11,6 +11,7 @@ import datetime as dt
 import importlib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 HOME_ENV = "DRIFTLINE_HOME"
+USECASE_ENV = "DRIFTLINE_USECASE"  # the use-case a command means when not told
 USECASES_ENV = "DRIFTLINE_USECASES_DIR"
 EXPECTATIONS_ENV = "DRIFTLINE_EXPECTATIONS_DIR"
 DVC_REMOTE_ENV = "DRIFTLINE_DVC_REMOTE"
@@ -189,6 +191,15 @@ class Settings:
         return self.usecases_dir / f"{name}.yaml"
 
 
+def _known_zone(name: str) -> str:
+    """`name` if it is an IANA time zone (America/New_York, UTC)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+    return name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -203,6 +214,14 @@ class SourceConfig(_Strict):
     # Rows of the batch table whose time is NULL or unreadable belong to no day; while there
     # are more than this many, no day loads (each night's count is in its validation result).
     max_unplaced_rows: int = Field(0, ge=0)
+    # The zone the source's naive times are written in (values with an offset name their own
+    # instant); the queries' :start/:end are the day's bounds as naive wall times in it.
+    time_zone: str = "UTC"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone_exists(cls, name: str) -> str:
+        return _known_zone(name)
 
     @model_validator(mode="after")
     def _batch_query_is_bound(self) -> SourceConfig:
@@ -330,6 +349,20 @@ class GateConfig(_Strict):
     slices: dict[str, int] = Field(default_factory=dict)
 
 
+# The XGBoost parameters a use-case may set in `training.params` (over params.yaml's `train`
+# section): the tree booster's, by their native names, and num_boost_round. The objective and
+# the metric are the platform's (a binary classifier); a misspelt name would be ignored by
+# XGBoost, so it is refused here.
+TRAIN_PARAMS = frozenset({
+    "num_boost_round", "learning_rate", "eta", "gamma", "min_split_loss", "max_depth",
+    "min_child_weight", "max_delta_step", "subsample", "sampling_method", "colsample_bytree",
+    "colsample_bylevel", "colsample_bynode", "lambda", "reg_lambda", "alpha", "reg_alpha",
+    "tree_method", "scale_pos_weight", "grow_policy", "max_leaves", "max_bin",
+    "num_parallel_tree", "max_cat_to_onehot", "max_cat_threshold", "monotone_constraints",
+    "interaction_constraints", "seed", "nthread",
+})
+
+
 class TrainingConfig(_Strict):
     experiment: str
     registered_model: str
@@ -337,6 +370,26 @@ class TrainingConfig(_Strict):
     holdout_days: int = Field(7, ge=1, le=92)
     min_train_rows: int = Field(1000, ge=1)
     gate: GateConfig = Field(default_factory=GateConfig)
+    # This use-case's XGBoost parameters over params.yaml's `train` section (the rest of it
+    # stands); a version's params.yaml records the values it was trained with.
+    params: dict[str, bool | int | float | str] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _params_are_xgboost_params(
+        cls, params: dict[str, bool | int | float | str]
+    ) -> dict[str, bool | int | float | str]:
+        unknown = sorted(set(params) - TRAIN_PARAMS)
+        if unknown:
+            raise ValueError(
+                f"unknown XGBoost parameter(s) {unknown}; known: {sorted(TRAIN_PARAMS)}"
+            )
+        rounds = params.get("num_boost_round")
+        whole = isinstance(rounds, int) and not isinstance(rounds, bool)
+        if rounds is not None and not (whole and rounds >= 1):
+            raise ValueError(f"num_boost_round: {rounds!r} is not a whole number >= 1")
+        return params
+
 
 
 class ReferenceConfig(_Strict):
@@ -440,11 +493,7 @@ class UseCase(_Strict):
     @field_validator("timezone")
     @classmethod
     def _timezone_exists(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {name!r}") from exc
-        return name
+        return _known_zone(name)
 
     @model_validator(mode="after")
     def _monitored_columns_are_features(self) -> UseCase:
@@ -525,6 +574,27 @@ def load_usecase(name: str, settings: Settings | None = None) -> UseCase:
         known = sorted(p.stem for p in settings.usecases_dir.glob("*.yaml"))
         raise ConfigError(f"no use-case {name!r}: {path} does not exist (known: {known})")
     return parse_usecase(path)
+
+
+def resolve_usecase_name(
+    explicit: str | None, settings: Settings, env: Mapping[str, str] | None = None
+) -> str:
+    """The use-case a command means: the one named (`--usecase`), else $DRIFTLINE_USECASE,
+    else the only config in the use-cases folder; with none or several, a ConfigError that
+    names the configs and both ways to choose."""
+    if explicit:
+        return explicit
+    env = os.environ if env is None else env
+    if env.get(USECASE_ENV):
+        return env[USECASE_ENV]
+    known = sorted(p.stem for p in settings.usecases_dir.glob("*.yaml"))
+    if len(known) == 1:
+        return known[0]
+    found = f"configs {known}" if known else "no config (*.yaml)"
+    raise ConfigError(
+        f"which use-case? {settings.usecases_dir} holds {found}: pass --usecase NAME or set "
+        f"${USECASE_ENV}"
+    )
 
 
 def parse_usecase(path: Path) -> UseCase:

@@ -130,3 +130,89 @@ def test_status_and_history_on_a_fresh_home_say_nothing_yet_and_create_nothing(c
     assert history.exit_code == 0, history.output
     assert "no night monitored yet" in history.output
     assert not settings.home.exists()
+
+
+@pytest.fixture
+def usecases_dir(tmp_path, monkeypatch) -> Path:
+    """A use-cases folder of the test's own, holding flights.yaml only (DRIFTLINE_USECASES_DIR),
+    and a fresh home."""
+    from tests.conftest import REPO
+
+    folder = tmp_path / "usecases"
+    folder.mkdir()
+    (folder / "flights.yaml").write_text((REPO / "usecases" / "flights.yaml").read_text())
+    monkeypatch.setenv("DRIFTLINE_USECASES_DIR", str(folder))
+    monkeypatch.setenv("DRIFTLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DRIFTLINE_USECASE", raising=False)
+    return folder
+
+
+def add_usecase(folder: Path, name: str) -> None:
+    """A second config: flights' own under another name."""
+    text = (folder / "flights.yaml").read_text()
+    (folder / f"{name}.yaml").write_text(text.replace("\nname: flights\n", f"\nname: {name}\n"))
+
+
+def test_the_only_config_is_the_usecase_without_being_named(usecases_dir):
+    add_usecase(usecases_dir, "trains")
+    (usecases_dir / "flights.yaml").unlink()
+    done = CliRunner().invoke(main, ["status"])
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith("use-case trains ")
+
+
+def test_with_two_configs_a_command_must_be_told_which_and_says_how(usecases_dir, monkeypatch):
+    add_usecase(usecases_dir, "trains")
+    unnamed = CliRunner().invoke(main, ["status"])
+    assert unnamed.exit_code == 2
+    assert f"{usecases_dir} holds configs ['flights', 'trains']" in unnamed.output
+    assert "pass --usecase NAME or set $DRIFTLINE_USECASE" in unnamed.output
+    named = CliRunner().invoke(main, ["--usecase", "trains", "status"])
+    assert named.exit_code == 0 and named.output.startswith("use-case trains "), named.output
+    monkeypatch.setenv("DRIFTLINE_USECASE", "trains")
+    from_env = CliRunner().invoke(main, ["status"])
+    assert from_env.exit_code == 0 and from_env.output.startswith("use-case trains ")
+    # the option wins over the environment
+    both = CliRunner().invoke(main, ["--usecase", "flights", "status"])
+    assert both.output.startswith("use-case flights ")
+
+
+def test_a_command_without_a_usecase_runs_whatever_the_folder_holds(usecases_dir):
+    add_usecase(usecases_dir, "trains")
+    done = CliRunner().invoke(main, ["stack", "status"])
+    assert "which use-case" not in done.output
+    assert "no stack is running" in done.output
+
+
+def test_replay_nights_default_to_the_usecases_own_dates(usecases_dir, monkeypatch):
+    """flights: from the first night with a full-window champion (1 Jan + 31 + 7 days) to its
+    end_date; a use-case without end_date: to its last loaded day; none loaded: ask."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from driftline import storage
+    from driftline.config import Settings
+    from driftline.experiments import replay as replaying
+
+    asked = []
+
+    def replay(usecase, settings, policy, start, end, out, progress):
+        asked.append((usecase.name, start, end))
+        raise replaying.ReplayError("stopped by the test")
+
+    monkeypatch.setattr(replaying, "replay", replay)
+    done = CliRunner().invoke(main, ["replay", "--policy", "never"])
+    assert done.exit_code == 1 and "stopped by the test" in done.output
+    assert asked.pop() == ("flights", dt.date(2013, 2, 8), dt.date(2013, 12, 31))
+
+    text = (usecases_dir / "flights.yaml").read_text()
+    (usecases_dir / "flights.yaml").write_text(text.replace('end_date: "2013-12-31"\n', ""))
+    unloaded = CliRunner().invoke(main, ["replay", "--policy", "never"])
+    assert unloaded.exit_code == 2
+    assert "give --end: use-case flights has no end_date and no day loaded yet" in unloaded.output
+    for day in (dt.date(2013, 3, 1), dt.date(2013, 3, 2)):
+        partition = Settings.from_env().partition_dir("flights", day) / "part-0.parquet"
+        storage.write_parquet(pd.DataFrame({"x": [1]}), partition)
+    CliRunner().invoke(main, ["replay", "--policy", "never", "--start", "2013-02-20"])
+    assert asked.pop() == ("flights", dt.date(2013, 2, 20), dt.date(2013, 3, 2))

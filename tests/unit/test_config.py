@@ -41,6 +41,12 @@ def test_flights_config_describes_the_curated_schema(usecase):
         (lambda raw: raw["source"]["queries"].update(flights="SELECT * FROM flights"),
          "must bind :start and :end"),
         (lambda raw: raw.update(start_date="someday"), "start_date"),
+        (lambda raw: raw["source"].update(time_zone="Chicago"), "unknown time zone 'Chicago'"),
+        (lambda raw: raw["training"].update(params={"max_dept": 3}),
+         "training.params: Value error, unknown XGBoost parameter(s) ['max_dept']"),
+        (lambda raw: raw["training"].update(params={"max_depth": [3, 4]}),
+         "training.params.max_depth"),
+        (lambda raw: raw["training"].update(params={"num_boost_round": 0.5}), "num_boost_round"),
     ],
 )
 def test_a_bad_config_is_refused_with_the_field_named(own_settings, edit, named):
@@ -86,3 +92,10 @@ def test_the_tracking_uri_is_read_once_not_after_mlflow_rewrites_the_env(monkeyp
         assert settings.mlflow_tracking_uri == own_store
     finally:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def test_every_train_parameter_of_params_yaml_can_be_set_by_a_usecase():
+    from driftline.config import TRAIN_PARAMS
+
+    shared = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    assert set(shared) <= TRAIN_PARAMS

@@ -1,11 +1,11 @@
 """A year replayed night by night under one retraining policy, with the DAGs' own functions.
 
-Each night is what flights_monitoring does (the champion scores the next day ahead, the
-Evidently reports judge the stored predictions, the drift rule's verdict), then the policy
-decides whether flights_training runs (`training.train`: DVC snapshot, `dvc repro`, MLflow
-registration, the champion/challenger gate). A version promoted after night N scores from
-night N+1 on, so its first predictions are of day N+2, as in Airflow. No scheduler: a night
-costs its work, not Airflow's.
+Each night is what the use-case's <name>_monitoring DAG does (the champion scores the next
+day ahead, the Evidently reports judge the stored predictions, the drift rule's verdict), then
+the policy decides whether <name>_training runs (`training.train`: DVC snapshot, `dvc repro`,
+MLflow registration, the champion/challenger gate). A version promoted after night N scores
+from night N+1 on, so its first predictions are of day N+2, as in Airflow. No scheduler: a
+night costs its work, not Airflow's.
 
 Every policy replays in a home of its own (its MLflow store, DVC workspace, drift history,
 predictions and reports); the curated store is shared, read-only, through a link. The first
@@ -153,6 +153,14 @@ def first_request(usecase: UseCase, start: dt.date) -> training.TrainingRequest:
     return training.TrainingRequest.from_conf(conf, usecase)
 
 
+def first_full_night(usecase: UseCase) -> dt.date:
+    """The first night whose first champion trains on a full window (`first_request`): the
+    use-case's first day, its window and its holdout before it."""
+    return usecase.start_date + dt.timedelta(
+        days=usecase.training.window_days + usecase.training.holdout_days
+    )
+
+
 def wants_retraining(policy: str, night: dt.date, start: dt.date, verdict: Verdict) -> bool:
     """Whether the policy retrains after judging `night` (the new version scores the next)."""
     if policy == NEVER:
@@ -169,7 +177,7 @@ def wants_retraining(policy: str, night: dt.date, start: dt.date, verdict: Verdi
 def retraining_request(
     usecase: UseCase, policy: str, night: monitoring.NightSummary, verdict: Verdict
 ) -> training.TrainingRequest:
-    """The conf flights_training would get: the sensor's for `drift`, the same window (its
+    """The conf <usecase>_training would get: the sensor's for `drift`, the same window (its
     holdout ending on the night) for the calendar policies."""
     conf = monitoring.retraining_conf(usecase, night, verdict)
     if policy != DRIFT:

@@ -107,7 +107,8 @@ def plot(nights: pd.DataFrame, target: Path) -> Path:
         rolling = rows["roc_auc"].rolling(ROLLING_NIGHTS, min_periods=3).mean()
         quality.plot(rolling.index, rolling.to_numpy(), label=policy, linewidth=1.4)
     quality.set_ylabel(f"ROC AUC on the night's labels\n({ROLLING_NIGHTS}-night rolling mean)")
-    quality.set_title("Replay of 2013: the champion's quality per retraining policy")
+    replayed = f"{nights['night'].min():%Y-%m-%d} .. {nights['night'].max():%Y-%m-%d}"
+    quality.set_title(f"Replay of {replayed}: the champion's quality per retraining policy")
     quality.grid(alpha=0.3)
     quality.legend(loc="lower left", ncol=len(policies))
     for lane, policy in enumerate(policies):

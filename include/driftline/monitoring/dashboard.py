@@ -42,10 +42,10 @@ UNSTABLE_LABELS = {"DriftedColumnsCount": ("columns",)}
 PANELS = [
     ("Share of drifted columns", "drift share", "DriftedColumnsCount", {"value_type": "share"}),
     ("Drifted columns", "count", "DriftedColumnsCount", {"value_type": "count"}),
-    # quality: labelled flights of days after the champion's window only; a night with too
+    # quality: labelled rows of days after the champion's window only; a night with too
     # few of them has no quality snapshot, so no point (not a zero)
-    ("ROC AUC on labelled flights after the champion's window", "ROC AUC", "RocAuc", {}),
-    ("Log loss on the same flights", "log loss", "LogLoss", {}),
+    ("ROC AUC on labelled rows after the champion's window", "ROC AUC", "RocAuc", {}),
+    ("Log loss on the same rows", "log loss", "LogLoss", {}),
 ]
 
 

@@ -188,10 +188,19 @@ def _evidence_problem(evidence: Any) -> str | None:
     return None
 
 
+def train_params(usecase: UseCase) -> dict[str, Any]:
+    """The XGBoost parameters this use-case trains with: params.yaml's `train` section, with
+    the use-case's `training.params` over it (another use-case's stay params.yaml's)."""
+    shared = stages.read_params(project_root())["train"]
+    return {**shared, **usecase.training.params}
+
+
 def pipeline_params(usecase: UseCase, request: TrainingRequest) -> dict[str, Any]:
-    """The sections a run adds to params.yaml: what DVC needs to rerun the version alone."""
+    """The sections a run adds to params.yaml, and its `train` section as this use-case sets
+    it: what DVC needs to rerun the version alone."""
     gate = usecase.training.gate
     return {
+        "train": train_params(usecase),
         "run": {
             "usecase": usecase.name,
             "timezone": usecase.timezone,
@@ -222,7 +231,7 @@ def snapshot_window(usecase: UseCase, settings: Settings, request: TrainingReque
         raise TrainingRequestError(
             f"no curated partition for {len(missing)} day(s) of the window and holdout "
             f"{request.window_start}..{request.holdout_end}: {missing[:10]}"
-            f"{' ...' if len(missing) > 10 else ''}; load them first (flights_etl or "
+            f"{' ...' if len(missing) > 10 else ''}; load them first ({usecase.name}_etl or "
             "`driftline etl`)"
         )
     rows = etl.read_curated(usecase, settings, request.window_start, request.holdout_end)

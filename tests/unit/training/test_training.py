@@ -186,3 +186,27 @@ def test_every_stage_depends_on_the_code_that_runs_it_and_on_the_pins(tmp_path):
     after = stages.code_fingerprint(project)
     assert after["pins_sha256"] != before["pins_sha256"]
     assert after["stages_sha256"] == before["stages_sha256"]
+
+
+def test_a_usecases_training_params_override_params_yaml_for_it_alone(usecase, tmp_path):
+    """training.params.max_depth: 3 trains that use-case with depth 3, and its version's
+    params.yaml (which DVC reruns and MLflow logs) says so; flights keeps params.yaml's."""
+    import yaml
+
+    from driftline.config import UseCase
+    from driftline.training.workspace import Workspace
+    from tests.conftest import REPO
+
+    shared = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    assert shared["max_depth"] != 3
+    raw = usecase.model_dump()
+    raw["training"]["params"] = {"max_depth": 3}
+    shallow = UseCase.model_validate(raw)
+    request = TrainingRequest.from_conf({"window_end": "2013-01-31"}, usecase)
+
+    assert training.pipeline_params(usecase, request)["train"] == shared
+    own = training.pipeline_params(shallow, request)["train"]
+    assert own == {**shared, "max_depth": 3}
+    ws = Workspace.ensure(tmp_path / "ws", str(tmp_path / "remote"))
+    ws.write_pipeline(training.pipeline_params(shallow, request))
+    assert stages.read_params(ws.root)["train"] == own
