@@ -64,3 +64,38 @@ def test_a_day_from_postgres_equals_the_same_day_from_sqlite(
     assert from_pg.rows == from_sqlite.rows > 0
     pd.testing.assert_frame_equal(pd.read_parquet(from_pg.path),
                                   pd.read_parquet(from_sqlite.path))
+
+
+@pytest.mark.parametrize("column_type", ["timestamp", "timestamptz"])
+def test_a_day_of_a_chicago_source_loads_exactly_its_rows(postgres_source, column_type):
+    """source.time_zone on PostgreSQL: a `timestamp` column of Chicago wall times, and a
+    `timestamptz` one, give each day (23 and 25 hours long here) exactly its rows."""
+    from zoneinfo import ZoneInfo
+
+    from tests.unit.ingest.test_source_time_zone import FALL, SPRING, instants, usecase
+
+    chicago, table = ZoneInfo("America/Chicago"), f"events_{column_type}"
+    if column_type == "timestamp":  # wall times; a repeated one means its first occurrence
+        walls = [i.astimezone(chicago).replace(tzinfo=None, fold=0) for i in instants()]
+        written = [w.replace(tzinfo=chicago).astimezone(dt.UTC) for w in walls]
+        values = walls
+    else:
+        written = values = instants()
+    engine = sa.create_engine(postgres_source)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        conn.execute(sa.text(f"CREATE TABLE {table} (event_id int, at {column_type}, "
+                             "size float, delay float)"))
+        rows = sa.table(table, sa.column("event_id"), sa.column("at"), sa.column("size"),
+                        sa.column("delay"))
+        conn.execute(rows.insert(), [{"event_id": n, "at": at, "size": 1.0, "delay": 0.5}
+                                     for n, at in enumerate(values)])
+    engine.dispose()
+    for day in (SPRING, FALL):
+        events = usecase("America/Chicago", "America/Chicago", table)
+        window = etl.BatchWindow.for_day(day, events)
+        expected = {n for n, at in enumerate(written) if window.start <= at < window.end}
+        extracted = etl.extract(events, postgres_source, window)[table]
+        assert set(extracted["event_id"]) == expected, day
+        assert etl.count_source(events, postgres_source, window).day_rows == len(expected)
+        assert sorted(extracted["at"]) == sorted(written[n] for n in expected)

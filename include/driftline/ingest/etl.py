@@ -18,7 +18,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -58,9 +60,11 @@ _PERMANENT_SOURCE_ERRORS = (
 
 # SQLite has no timestamp type: a time is text, and the queries' `>= :start` compares text, so
 # '2013-03-05T23:00' sorts after every '2013-03-05 ...' and an offset is ignored. The queries
-# are bound with the day widened by this margin (wider than any UTC offset), then each row is
-# placed by its parsed instant.
+# are bound with the day widened by this margin (wider than any UTC offset) plus the source
+# zone's own offset (its end moved on to a midnight when a time of the day may be written on
+# the end's date), then each row is placed by its parsed instant.
 TEXT_TIME_MARGIN = dt.timedelta(days=1)
+LARGEST_UTC_OFFSET = dt.timedelta(hours=14)  # UTC+14:00 (Kiribati); the smallest is -12:00
 
 
 class TransformError(RuntimeError):
@@ -69,15 +73,17 @@ class TransformError(RuntimeError):
 
 @dataclass(frozen=True)
 class BatchWindow:
-    """One local day of a use-case, as the UTC bounds the source is queried with."""
+    """One local day of a use-case: its instants, and the zone of the source's naive times
+    (source.time_zone) in which the queries get them."""
 
     day: dt.date
     start: dt.datetime  # UTC, inclusive
     end: dt.datetime  # UTC, exclusive
+    source_zone: str = "UTC"
 
     @classmethod
     def for_day(cls, day: dt.date, usecase: UseCase) -> BatchWindow:
-        return cls(day, *usecase.day_bounds(day))
+        return cls(day, *usecase.day_bounds(day), usecase.source.time_zone)
 
     @classmethod
     def from_interval(cls, start: dt.datetime, end: dt.datetime, usecase: UseCase) -> BatchWindow:
@@ -94,18 +100,37 @@ class BatchWindow:
 
     @property
     def query_params(self) -> dict[str, dt.datetime]:
-        """Naive UTC bounds: the source stores its time column as naive UTC timestamps."""
+        """The day's bounds as naive wall times in the source's zone: what its naive times
+        are compared with (a DST day's bounds are 23 or 25 hours apart)."""
+        zone = ZoneInfo(self.source_zone)
         return {
-            "start": self.start.replace(tzinfo=None),
-            "end": self.end.replace(tzinfo=None),
+            "start": self.start.astimezone(zone).replace(tzinfo=None),
+            "end": self.end.astimezone(zone).replace(tzinfo=None),
         }
+
+    @property
+    def utc_params(self) -> dict[str, dt.datetime]:
+        """The day's bounds as naive UTC: what SQLite's julianday() makes of a time with an
+        offset."""
+        return {"start": self.start.replace(tzinfo=None), "end": self.end.replace(tzinfo=None)}
 
     def bounds_for(self, backend: str) -> dict[str, dt.datetime]:
         """The :start/:end the queries are bound with: the day itself, or on SQLite the day
-        widened by TEXT_TIME_MARGIN (rows are then placed by their parsed instants)."""
-        margin = TEXT_TIME_MARGIN if backend == "sqlite" else dt.timedelta(0)
+        widened by TEXT_TIME_MARGIN and the source zone's UTC offset, so that it holds every
+        time of the day written with any offset; rows are then placed by their parsed
+        instants. When a time of the day may be written on the end's date, the end moves on
+        to the next midnight: text with a 'T' sorts after every time of its date written
+        with a space."""
         day = self.query_params
-        return {"start": day["start"] - margin, "end": day["end"] + margin}
+        if backend != "sqlite":
+            return day
+        zone = ZoneInfo(self.source_zone)
+        before = TEXT_TIME_MARGIN + abs(self.start.astimezone(zone).utcoffset())
+        end = day["end"] + TEXT_TIME_MARGIN + abs(self.end.astimezone(zone).utcoffset())
+        latest = self.end.replace(tzinfo=None) + LARGEST_UTC_OFFSET  # as written, at most
+        if latest.date() == end.date():
+            end = dt.datetime.combine(end.date() + dt.timedelta(days=1), dt.time())
+        return {"start": day["start"] - before, "end": end}
 
 
 @dataclass(frozen=True)
@@ -164,8 +189,12 @@ def masked_url(url: str) -> str:
     return rendered.replace("=%2A%2A%2A", "=***")
 
 
-def source_engine(url: str) -> sa.Engine:
-    """An engine for the source database; a missing SQLite file is an error, not a new DB."""
+def source_engine(url: str, time_zone: str = "UTC") -> sa.Engine:
+    """An engine for the source database; a missing SQLite file is an error, not a new DB.
+
+    On PostgreSQL each session's TimeZone is `time_zone` (source.time_zone), so a naive bound
+    compared with a `timestamptz` column means the same instant as with a `timestamp` one.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not Path(parsed.database).exists():
@@ -173,8 +202,20 @@ def source_engine(url: str) -> sa.Engine:
                 f"source database {masked_url(url)} does not exist (run `driftline seed`)"
             )
         return sa.create_engine(url)
-    connect_args = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if parsed.get_backend_name() != "postgresql":
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+    @sa.event.listens_for(engine, "connect")
+    def _in_source_zone(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI objects
+        # outside a transaction: a rollback would undo a SET made inside one
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('TimeZone', %s, false)", (time_zone,))
+        dbapi_connection.autocommit = autocommit
+
+    return engine
 
 
 def _source_error(exc: sa.exc.DBAPIError, source_url: str) -> SourceUnavailableError:
@@ -209,6 +250,29 @@ def _instant(value: sa.ColumnElement, backend: str) -> sa.ColumnElement:
 ISO_DATE_PREFIX = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
 
 
+def _has_offset(column: sa.ColumnElement) -> sa.ColumnElement:
+    """SQLite: a text time that ends with an offset julianday() reads ('Z', '+HH:MM')."""
+    return column.op("GLOB")("*[Zz]") | column.op("GLOB")("*[+-][0-9][0-9]:[0-9][0-9]")
+
+
+def _in_day(column: sa.ColumnElement, backend: str, window: BatchWindow) -> sa.ColumnElement:
+    """The times of the window's day: naive ones compared with its wall times in the source's
+    zone; on SQLite, text with an offset by its instant (julianday() reads it as UTC)."""
+    when = _instant(column, backend)
+
+    def between(bounds: dict[str, dt.datetime], name: str) -> sa.ColumnElement:
+        start = sa.bindparam(f"{name}_start", bounds["start"], type_=sa.DateTime())
+        end = sa.bindparam(f"{name}_end", bounds["end"], type_=sa.DateTime())
+        return sa.and_(when >= _instant(start, backend), when < _instant(end, backend))
+
+    if backend != "sqlite" or window.query_params == window.utc_params:
+        return between(window.query_params, "day")
+    return sa.case(
+        (_has_offset(column), between(window.utc_params, "utc")),
+        else_=between(window.query_params, "day"),
+    )
+
+
 def _unplaced(column: sa.ColumnElement, backend: str) -> sa.ColumnElement:
     """Times that place a row in no day: NULL; on SQLite also anything but readable text that
     starts with its date (any other text sorts outside every day's window)."""
@@ -223,17 +287,14 @@ def count_source(usecase: UseCase, source_url: str, window: BatchWindow) -> Sour
     """Ask the source, before extracting, how many rows the day has (the batch query, each row
     placed by its time read as an instant) and how many rows of the batch table have a time
     that places them in no day."""
-    engine = source_engine(source_url)
+    engine = source_engine(source_url, usecase.source.time_zone)
     backend = engine.dialect.name
     source = usecase.source
     query, binds = _bound(source.queries[source.batch_table].strip().rstrip(";"),
                           window.bounds_for(backend))
     rows = query.columns(sa.column(source.time_column)).subquery("q")
-    when = _instant(rows.c[source.time_column], backend)
-    day = window.query_params
     in_day = sa.select(sa.func.count()).select_from(rows).where(
-        when >= _instant(sa.bindparam("day_start", day["start"], type_=sa.DateTime()), backend),
-        when < _instant(sa.bindparam("day_end", day["end"], type_=sa.DateTime()), backend),
+        _in_day(rows.c[source.time_column], backend, window)
     )
     table = sa.table(source.batch_table, sa.column(source.time_column))
     in_no_day = (
@@ -253,7 +314,7 @@ def count_source(usecase: UseCase, source_url: str, window: BatchWindow) -> Sour
 
 def unplaced_rows(usecase: UseCase, source_url: str, limit: int = 1000) -> pd.DataFrame:
     """Up to `limit` rows of the batch table that no day can hold, as the source has them."""
-    engine = source_engine(source_url)
+    engine = source_engine(source_url, usecase.source.time_zone)
     table = sa.table(usecase.source.batch_table, sa.column(usecase.source.time_column))
     query = (
         sa.select(sa.text("*")).select_from(table)
@@ -269,33 +330,60 @@ def unplaced_rows(usecase: UseCase, source_url: str, limit: int = 1000) -> pd.Da
         engine.dispose()
 
 
-# An explicit UTC offset at the end of an ISO 8601 time: 'Z', '+01:00', '-0500', '+01'.
+# An explicit UTC offset at the end of an ISO 8601 time: 'Z', '+01:00', '-0500', '+01'; a
+# date alone ('2013-01-05') has none, though it ends like one.
 _OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}(?:-\d{2})?")
 
 
-def parse_instants(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+def parse_instants(values: pd.Series, zone: str = "UTC") -> tuple[pd.Series, pd.Series]:
     """Each value read on its own as an ISO 8601 instant (a space or 'T'; with an offset, or
-    naive meaning UTC), never by the format of the first row; and the mask of the non-null
-    values that could not be read.
+    naive: a wall time in `zone`, the source's time_zone), never by the format of the first
+    row; and the mask of the non-null values that could not be read. The same holds for a
+    driver's own timestamps (naive `timestamp`, aware `timestamptz`).
 
     Naive and offset values are parsed apart: given both, pandas applies the first value's
     offset to the naive ones.
     """
-    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
-        parsed = pd.to_datetime(values, utc=True)
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        parsed = values.dt.tz_convert("UTC")
+        return parsed, parsed.isna() & values.notna()
+    if pd.api.types.is_datetime64_dtype(values):
+        parsed = _wall_times_in(values, zone)
         return parsed, parsed.isna() & values.notna()
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     text = values.map(lambda v: v.strip() if isinstance(v, str) else None)
-    with_offset = text.map(lambda v: v is not None and bool(_OFFSET.search(v)))
-    for part in (with_offset, text.notna() & ~with_offset):
-        if part.any():
-            parsed[part] = pd.to_datetime(
-                text[part], utc=True, format="ISO8601", errors="coerce"
-            )
+    with_offset = text.map(
+        lambda v: v is not None and bool(_OFFSET.search(v)) and not _DATE_ONLY.fullmatch(v)
+    )
+    if with_offset.any():
+        parsed[with_offset] = pd.to_datetime(
+            text[with_offset], utc=True, format="ISO8601", errors="coerce"
+        )
+    naive = text.notna() & ~with_offset
+    if naive.any():
+        walls = pd.to_datetime(text[naive], format="ISO8601", errors="coerce")
+        parsed[naive] = _wall_times_in(walls, zone)
     dates = values.map(lambda v: isinstance(v, dt.datetime))  # a driver's own timestamps
     if dates.any():
-        parsed[dates] = pd.to_datetime(values[dates], utc=True)
+        aware = values.map(lambda v: isinstance(v, dt.datetime) and v.utcoffset() is not None)
+        if aware.any():
+            parsed[aware] = pd.to_datetime(values[aware], utc=True)
+        if (dates & ~aware).any():
+            walls = pd.to_datetime(values[dates & ~aware].astype("datetime64[ns]"))
+            parsed[dates & ~aware] = _wall_times_in(walls, zone)
     return parsed, parsed.isna() & values.notna()
+
+
+def _wall_times_in(walls: pd.Series, zone: str) -> pd.Series:
+    """Naive wall times in `zone` as UTC instants. A wall time that the clocks show twice (the
+    hour repeated when daylight saving ends) is its first occurrence; one they skip (the hour
+    lost when it starts) is the moment they jump to."""
+    if zone == "UTC":
+        return walls.dt.tz_localize("UTC")
+    first = np.ones(len(walls), dtype=bool)
+    local = walls.dt.tz_localize(zone, ambiguous=first, nonexistent="shift_forward")
+    return local.dt.tz_convert("UTC")
 
 
 def extract(usecase: UseCase, source_url: str, window: BatchWindow) -> dict[str, pd.DataFrame]:
@@ -304,7 +392,7 @@ def extract(usecase: UseCase, source_url: str, window: BatchWindow) -> dict[str,
 
     Raises UnplacedRowsError, with the rows as they arrived, when a time cannot be read.
     """
-    engine = source_engine(source_url)
+    engine = source_engine(source_url, usecase.source.time_zone)
     bounds = window.bounds_for(engine.dialect.name)
     tables: dict[str, pd.DataFrame] = {}
     try:
@@ -337,7 +425,7 @@ def _placed(
         if time_column not in frame.columns:
             placed[name] = frame
             continue
-        parsed, unreadable = parse_instants(frame[time_column])
+        parsed, unreadable = parse_instants(frame[time_column], usecase.source.time_zone)
         if unreadable.any():
             bad = frame[unreadable]
             shown = ", ".join(repr(v) for v in bad[time_column].drop_duplicates().head(5))
@@ -503,7 +591,9 @@ def _batch_table(usecase: UseCase, tables: dict[str, pd.DataFrame]) -> pd.DataFr
         )
     batch = frame[wanted]
     if usecase.event_time != usecase.source.time_column:
-        instants, unreadable = parse_instants(batch[usecase.event_time])
+        instants, unreadable = parse_instants(
+            batch[usecase.event_time], usecase.source.time_zone
+        )
         if unreadable.any():
             shown = ", ".join(repr(v) for v in batch[usecase.event_time][unreadable].head(5))
             raise TransformError(

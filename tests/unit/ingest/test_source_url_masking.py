@@ -122,7 +122,7 @@ def test_the_extract_task_logs_and_returns_no_password(
     url, shown = _urls(password, "db.internal:5432")["userinfo"]
     monkeypatch.setenv(usecase.source.url_env, url)
     # the tiny SQLite file stands in for the PostgreSQL server the URL names
-    monkeypatch.setattr(etl, "source_engine", lambda _url: tiny_source)
+    monkeypatch.setattr(etl, "source_engine", lambda _url, _zone="UTC": tiny_source)
     caplog.set_level(logging.DEBUG)
 
     returned = etl.extract_to_staging(
