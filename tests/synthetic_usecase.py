@@ -110,8 +110,8 @@ NAME = CONFIG["name"]
 FIRST_DAY = dt.date.fromisoformat(CONFIG["start_date"])
 WINDOW_DAYS = CONFIG["training"]["window_days"]
 WINDOW_END = FIRST_DAY + dt.timedelta(days=WINDOW_DAYS - 1)  # the first champion's window
-DRIFT_ONSET = dt.date(2024, 3, 12)  # after the holdout and 4 quiet nights
-LAST_DAY = dt.date(2024, 3, 15)
+DRIFT_ONSET = dt.date(2024, 3, 12)  # after 4 quiet nights (the 2 holdout days among them)
+LAST_DAY = dt.date(2024, 3, 14)  # the onset + 2
 SEED = 21
 ROWS_PER_DAY = 300  # Poisson mean of a day's orders
 

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.integration
 # day; the last day is the night of the ETL and monitoring DAGs.
 FIRST_NIGHT = orders.WINDOW_END + dt.timedelta(days=1)
 AIRFLOW_NIGHT = orders.LAST_DAY
-FIRE_WITHIN_NIGHTS = 2  # the rule fires on the onset's night or at most this many after it
+# The rule fires on the onset's night (a quality drop: the night's two days are half drifted)
+# or on the next (the drift share on 2 of 3 nights), never later for a shift this clear.
+FIRE_WITHIN_NIGHTS = 1
 
 
 def days(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -134,8 +136,8 @@ def test_the_rule_is_quiet_before_the_onset_and_fires_soon_after(env, state):
         print(f"{day}  drift share {night.drift_share:.2f}  ROC AUC {night.roc_auc:.3f}  "
               f"{night.decision}  {night.drifted_columns}")
     before = [night for day, night in judged.items() if day < orders.DRIFT_ONSET]
-    assert before and all(night.decision == QUIET for night in before), [
-        (n.day, n.decision, n.decision_reason) for n in before]
+    loud = [(n.day, n.decision, n.decision_reason) for n in before if n.decision != QUIET]
+    assert before and not loud, loud
     fired = [day for day, night in judged.items() if night.decision == FIRED]
     assert fired, "the rule never fired"
     print(f"first fired on {fired[0]}: {(fired[0] - orders.DRIFT_ONSET).days} night(s) after "
