@@ -289,8 +289,9 @@ def main() -> None:
 
         from driftline.ingest import etl
         from driftline.training import pipeline as training
+        from driftline.training.request import TrainingRequest
 
-        request = training.TrainingRequest(
+        request = TrainingRequest(
             window_end=plan["window_end"],
             window_days=plan["window_days"],
             holdout_days=usecase.training.holdout_days,

@@ -1,8 +1,9 @@
 """Training DAGs: one `<usecase>_training` per use-case config that has a `training` section.
 
-Started by hand (the trigger form's Params) or by the drift sensor; never on a timetable.
-Wiring only: each task calls one function of `driftline.training.pipeline`, imported inside the
-task.
+Started by hand (the trigger form's Params, made of `driftline.training.request`'s schema) or
+by the drift sensor; never on a timetable. Wiring only: each task calls one function of
+`driftline.training.pipeline` (check_request: of `driftline.training.request`), imported inside
+the task.
 """
 
 from __future__ import annotations
@@ -14,15 +15,8 @@ import pendulum
 from airflow.sdk import DAG, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from driftline.config import (
-    EVIDENCE_SCHEMA,
-    MAX_REASON_CHARS,
-    MAX_WINDOW_DAYS,
-    REASON_PATTERN,
-    Settings,
-    UseCase,
-    list_usecases,
-)
+from driftline.config import Settings, UseCase, list_usecases
+from driftline.training.request import request_schema
 from driftline_defaults import default_args, with_links
 from driftline_ui import MlflowRunLink, ModelVersionLink
 
@@ -67,58 +61,19 @@ DOC = """
 
 def training_dag(usecase: UseCase, settings: Settings) -> DAG:
     training = usecase.training
-    first_end = usecase.start_date + dt.timedelta(days=training.window_days - 1)
     gate = training.gate
 
     @dag(
         dag_id=f"{usecase.name}_training",
         schedule=None,
-        start_date=pendulum.datetime(
-            usecase.start_date.year,
-            usecase.start_date.month,
-            usecase.start_date.day,
-            tz=usecase.timezone,
-        ),
+        start_date=pendulum.instance(usecase.day_start(usecase.start_date)),
         catchup=False,
         max_active_runs=1,
         # never paused unseen: the drift sensor's and the trigger form's runs start at once
         is_paused_upon_creation=False,
         default_args=DEFAULT_ARGS,
         tags=["driftline", "training", usecase.name],
-        params={
-            "window_end": Param(
-                first_end.isoformat(),
-                type="string",
-                format="date",
-                pattern=_not_before_year(usecase.start_date.year),
-                description="Last day of the training window (YYYY-MM-DD). The holdout is "
-                f"the {training.holdout_days} days after it.",
-            ),
-            "window_days": Param(
-                training.window_days,
-                type="integer",
-                minimum=1,
-                maximum=MAX_WINDOW_DAYS,
-                description="Length of the training window in days.",
-            ),
-            "reason": Param(
-                "manual",
-                type="string",
-                minLength=1,
-                maxLength=MAX_REASON_CHARS,
-                pattern=REASON_PATTERN,
-                description="Why this retraining (kept on the model version).",
-            ),
-            "force_promote": Param(
-                False, type="boolean", description="Promote even if the gate says no."
-            ),
-            "evidence": Param(
-                {},
-                description="Drift evidence, filled in by the drift sensor (kept as text on "
-                "the model version: a flat object of figures, texts and lists of them).",
-                **EVIDENCE_SCHEMA,
-            ),
-        },
+        params=trigger_form(usecase),
         doc_md=DOC.format(
             name=usecase.name,
             days=training.window_days,
@@ -136,7 +91,7 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
     def pipeline() -> None:
         @task
         def check_request(params=None) -> dict:
-            from driftline.training.pipeline import TrainingRequest, TrainingRequestError
+            from driftline.training.request import TrainingRequest, TrainingRequestError
 
             try:
                 return TrainingRequest.from_conf(dict(params), usecase).as_dict()
@@ -146,10 +101,11 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
         @task
         def snapshot_window(request: dict) -> dict:
             from driftline.training import pipeline as training
+            from driftline.training.request import TrainingRequestError
 
             try:
                 return training.snapshot_window(usecase, settings, _request(request))
-            except training.TrainingRequestError as exc:
+            except TrainingRequestError as exc:
                 raise AirflowFailException(str(exc)) from exc
 
         @task
@@ -200,7 +156,7 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
             return decided
 
         def _request(raw: dict):
-            from driftline.training.pipeline import TrainingRequest
+            from driftline.training.request import TrainingRequest
 
             return TrainingRequest.from_dict(raw)
 
@@ -213,13 +169,15 @@ def training_dag(usecase: UseCase, settings: Settings) -> DAG:
     return pipeline()
 
 
-def _not_before_year(year: int) -> str:
-    """A date pattern admitting years >= `year` (JSON Schema has no date minimum)."""
-    decade, digit = divmod(year % 100, 10)
-    century = year // 100
-    later_in_decade = f"{century}{decade}[{digit}-9]" if digit < 9 else f"{century}{decade}9"
-    later_decades = f"|{century}[{decade + 1}-9][0-9]" if decade < 9 else ""
-    return rf"^({later_in_decade}{later_decades}|{century + 1}[0-9]{{2}})-[0-9]{{2}}-[0-9]{{2}}$"
+def trigger_form(usecase: UseCase) -> dict[str, Param]:
+    """The trigger form: one Param per property of the training request's schema (its
+    default and description; the rest is the Param's JSON Schema), the schema check_request
+    validates the whole conf against."""
+    form = {}
+    for name, spec in request_schema(usecase)["properties"].items():
+        rules = {k: v for k, v in spec.items() if k not in ("default", "description")}
+        form[name] = Param(spec["default"], description=spec["description"], **rules)
+    return form
 
 
 _settings = Settings.from_env()

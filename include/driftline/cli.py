@@ -272,6 +272,7 @@ def train(
     import json
 
     from driftline.training import pipeline as training
+    from driftline.training.request import TrainingRequest
 
     usecase = ctx.usecase
     conf = {
@@ -281,7 +282,7 @@ def train(
     }
     if window_days is not None:
         conf["window_days"] = window_days
-    request = training.TrainingRequest.from_conf(conf, usecase)
+    request = TrainingRequest.from_conf(conf, usecase)
     result = training.train(usecase, ctx.settings, request)
     click.echo(
         json.dumps({k: v for k, v in result.items() if k != "hashes"}, indent=2, default=str)
@@ -308,6 +309,7 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
     from driftline.monitoring import scoring
     from driftline.training import pipeline as training
     from driftline.training import registry
+    from driftline.training.request import TrainingRequest
 
     usecase, settings = ctx.usecase, ctx.settings
     loaded: tuple[str, object] | None = None
@@ -345,7 +347,7 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
             if retrain:
                 conf = monitoring.retraining_conf(usecase, night, verdict)
                 result = training.train(
-                    usecase, settings, training.TrainingRequest.from_conf(conf, usecase)
+                    usecase, settings, TrainingRequest.from_conf(conf, usecase)
                 )
                 click.echo(
                     f"           retrained: version {result['version']}, "

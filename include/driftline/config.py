@@ -26,34 +26,9 @@ USECASES_ENV = "DRIFTLINE_USECASES_DIR"
 EXPECTATIONS_ENV = "DRIFTLINE_EXPECTATIONS_DIR"
 DVC_REMOTE_ENV = "DRIFTLINE_DVC_REMOTE"
 
-# Limits of a training request: checked by the DAG's Params at trigger time and again by
-# driftline.training.pipeline for every other way in (CLI, sensor).
+# The longest training window, in days: a use-case's training.window_days and a training
+# request's (driftline.training.request, where the request's other limits are).
 MAX_WINDOW_DAYS = 366
-MAX_REASON_CHARS = 500
-# A reason goes into a git commit message (an argument: a NUL byte cannot) and onto terminals
-# (`driftline lineage`): no control characters but tab and line breaks.
-REASON_PATTERN = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*$"
-# The drift sensor's evidence: a flat object of figures, texts and lists of them (~1 KB), kept
-# whole as one MLflow tag and passed between tasks; anything larger or nested is refused.
-MAX_EVIDENCE_CHARS = 5000  # as JSON
-MAX_EVIDENCE_FIELDS = 50
-MAX_EVIDENCE_NAME_CHARS = 100
-MAX_EVIDENCE_ITEMS = 100
-MAX_EVIDENCE_ITEM_CHARS = 200
-EVIDENCE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "maxProperties": MAX_EVIDENCE_FIELDS,
-    "propertyNames": {"maxLength": MAX_EVIDENCE_NAME_CHARS},
-    "additionalProperties": {
-        "type": ["string", "number", "boolean", "null", "array"],
-        "maxLength": MAX_EVIDENCE_CHARS,
-        "maxItems": MAX_EVIDENCE_ITEMS,
-        "items": {
-            "type": ["string", "number", "boolean", "null"],
-            "maxLength": MAX_EVIDENCE_ITEM_CHARS,
-        },
-    },
-}
 DVC_REMOTE_ENDPOINT_ENV = "DRIFTLINE_DVC_REMOTE_ENDPOINT"
 MLFLOW_ARTIFACTS_ENV = "DRIFTLINE_MLFLOW_ARTIFACT_ROOT"
 HISTORY_URL_ENV = "DRIFTLINE_HISTORY_URL"

@@ -21,6 +21,7 @@ import pytest
 from driftline.config import load_usecase
 from driftline.training import pipeline as training
 from driftline.training import registry
+from driftline.training.request import TrainingRequest
 from tests.conftest import REPO, copy_curated, repo_settings
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def trained(tmp_path_factory, curated_days):
     settings = repo_settings(tmp_path_factory.mktemp("faults") / "home")
     usecase = load_usecase("flights", settings)
     copy_curated(curated_days, settings.home, dt.date(2013, 1, 14))
-    request = training.TrainingRequest.from_conf(WINDOW, usecase)
+    request = TrainingRequest.from_conf(WINDOW, usecase)
     first = training.train(usecase, settings, request)
     assert first["version"] == "1" and first["promoted"]
     return settings, usecase
@@ -50,7 +51,7 @@ def registered(settings, usecase) -> tuple[list[str], str | None]:
 
 def retrain(usecase, settings, reason: str):
     conf = {**WINDOW, "reason": reason, "force_promote": True}  # would promote if it got there
-    return training.train(usecase, settings, training.TrainingRequest.from_conf(conf, usecase))
+    return training.train(usecase, settings, TrainingRequest.from_conf(conf, usecase))
 
 
 def test_a_dvc_remote_that_is_down_fails_the_push_naming_it_and_registers_nothing(
@@ -119,11 +120,12 @@ GATE = """
 import json, sys, time
 from pathlib import Path
 from driftline.training import pipeline as training
+from driftline.training.request import TrainingRequest
 from driftline.config import load_usecase
 from tests.conftest import repo_settings
 settings = repo_settings(Path(sys.argv[1]))
 usecase = load_usecase("flights", settings)
-request = training.TrainingRequest.from_dict(json.loads(sys.argv[3]))
+request = TrainingRequest.from_dict(json.loads(sys.argv[3]))
 print("ready", flush=True)
 result = training.gate(usecase, settings, request, sys.argv[2])
 print(json.dumps({**result, "finished_at": time.time()}, default=str), flush=True)
@@ -140,7 +142,7 @@ def test_two_promotions_at_once_wait_for_the_lock_and_leave_a_consistent_registr
     ws = training.workspace(usecase, settings)
     pipeline = {"commit": ws.run("git", "rev-parse", "HEAD"), "hashes": ws.hashes(),
                 "metrics": {}, "pipeline_seconds": 0}
-    request = training.TrainingRequest.from_conf({**WINDOW, "force_promote": True}, usecase)
+    request = TrainingRequest.from_conf({**WINDOW, "force_promote": True}, usecase)
     versions = [
         training.register(usecase, settings, request, key,
                           {"airflow_dag_id": "test", "airflow_run_id": key}, pipeline)["version"]

@@ -37,6 +37,7 @@ from driftline.monitoring.judged_rows import Days
 from driftline.operator import alerts
 from driftline.training import pipeline as training
 from driftline.training import registry
+from driftline.training.request import TrainingRequest
 from tests.alert_receiver import alert_receiver, connection_env
 from tests.conftest import REPO, repo_settings
 from tests.integration.conftest import curated_env, run, run_date
@@ -125,7 +126,7 @@ def champion(state) -> str:
     """The January champion, and its predictions of 1..10 February, each made ahead on the
     night before (31 January .. 9 February)."""
     settings, usecase = state
-    request = training.TrainingRequest.from_conf({"window_end": "2013-01-31"}, usecase)
+    request = TrainingRequest.from_conf({"window_end": "2013-01-31"}, usecase)
     version = training.train(usecase, settings, request)["version"]
     night = dt.date(2013, 1, 31)
     while night < dt.date(2013, 2, 10):
@@ -169,7 +170,7 @@ def test_a_night_meeting_the_rule_triggers_training_with_the_evidence(env, state
     assert recorded.prediction_reference == PREDICTION_REFERENCE_HOLDOUT
     assert evidence["quality_basis"] == recorded.quality_basis()
     assert evidence["drift_basis"] == recorded.drift_basis()
-    training.TrainingRequest.from_conf(conf, load_usecase("flights", settings))  # accepted
+    TrainingRequest.from_conf(conf, load_usecase("flights", settings))  # accepted
     # one alert: the drift, with the evidence the retraining got
     (fired,) = received.alerts
     assert fired["title"].startswith("[driftline] flights: drift on 2013-02-10, retraining "
@@ -404,7 +405,7 @@ def test_the_same_night_three_times_replaces_its_predictions_in_both_stores(
 
 def test_after_a_promotion_the_next_night_uses_the_new_champions_reference(state, champion):
     settings, usecase = state
-    request = training.TrainingRequest.from_conf(
+    request = TrainingRequest.from_conf(
         {"window_end": "2013-02-07", "force_promote": True, "reason": "test promotion"}, usecase)
     promoted = training.train(usecase, settings, request)
     assert promoted["promoted"] and promoted["version"] != champion

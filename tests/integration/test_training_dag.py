@@ -27,6 +27,7 @@ from driftline.monitoring import scoring
 from driftline.operator import alerts
 from driftline.training import pipeline as training
 from driftline.training import registry
+from driftline.training.request import TrainingRequest, TrainingRequestError
 from tests.alert_receiver import alert_receiver, connection_env
 from tests.conftest import repo_settings
 from tests.integration.conftest import BIN, curated_env, run
@@ -152,7 +153,7 @@ def test_the_registered_model_predicts_in_a_venv_of_its_own_requirements(state, 
 def test_retried_register_and_gate_reuse_their_version_and_decision(state):
     settings, usecase = state
     tags = registry.version_info(settings, usecase, "1")["tags"]
-    request = training.TrainingRequest.from_conf(
+    request = TrainingRequest.from_conf(
         {"window_end": "2013-01-31", "window_days": 31, "reason": "first model"}, usecase)
     again = training.register(
         usecase, settings, request,
@@ -373,9 +374,9 @@ def test_a_snapshot_replaced_by_another_run_is_detected(state):
     from driftline.training.workspace import WorkspaceError
 
     settings, usecase = state
-    first = training.snapshot_window(usecase, settings, training.TrainingRequest.from_conf(
+    first = training.snapshot_window(usecase, settings, TrainingRequest.from_conf(
         {"window_end": "2013-01-31", "window_days": 31}, usecase))
-    training.snapshot_window(usecase, settings, training.TrainingRequest.from_conf(
+    training.snapshot_window(usecase, settings, TrainingRequest.from_conf(
         {"window_end": "2013-02-07", "window_days": 14}, usecase))
     with pytest.raises(WorkspaceError, match="no longer this run's"):
         training.run_pipeline(usecase, settings, "stale", first["snapshot_md5"])
@@ -383,9 +384,9 @@ def test_a_snapshot_replaced_by_another_run_is_detected(state):
 
 def test_a_window_with_too_few_labelled_rows_is_refused(state):
     settings, usecase = state
-    request = training.TrainingRequest.from_conf(
+    request = TrainingRequest.from_conf(
         {"window_end": "2013-01-31", "window_days": 1}, usecase)
-    with pytest.raises(training.TrainingRequestError, match="fewer than min_train_rows 1000"):
+    with pytest.raises(TrainingRequestError, match="fewer than min_train_rows 1000"):
         training.snapshot_window(usecase, settings, request)
 
 

@@ -45,6 +45,7 @@ from driftline.monitoring.judged_rows import Days
 from driftline.serving import predictions
 from driftline.training import evaluation, registry
 from driftline.training import pipeline as training
+from driftline.training.request import TrainingRequest
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _link(folder: Path, link: Path) -> None:
         link.symlink_to(folder, target_is_directory=True)
 
 
-def first_request(usecase: UseCase, start: dt.date) -> training.TrainingRequest:
+def first_request(usecase: UseCase, start: dt.date) -> TrainingRequest:
     """The first champion: the window whose holdout ends the night before `start` (at most
     the configured window, from the use-case's first day)."""
     holdout = usecase.training.holdout_days
@@ -150,7 +151,7 @@ def first_request(usecase: UseCase, start: dt.date) -> training.TrainingRequest:
             f"the use-case's first day {usecase.start_date}"
         )
     conf = {"window_end": window_end.isoformat(), "window_days": days, "reason": "replay: first"}
-    return training.TrainingRequest.from_conf(conf, usecase)
+    return TrainingRequest.from_conf(conf, usecase)
 
 
 def first_full_night(usecase: UseCase) -> dt.date:
@@ -176,13 +177,13 @@ def wants_retraining(policy: str, night: dt.date, start: dt.date, verdict: Verdi
 
 def retraining_request(
     usecase: UseCase, policy: str, night: monitoring.NightSummary, verdict: Verdict
-) -> training.TrainingRequest:
+) -> TrainingRequest:
     """The conf <usecase>_training would get: the sensor's for `drift`, the same window (its
     holdout ending on the night) for the calendar policies."""
     conf = monitoring.retraining_conf(usecase, night, verdict)
     if policy != DRIFT:
         conf = {k: conf[k] for k in ("window_end", "window_days")} | {"reason": f"replay: {policy}"}
-    return training.TrainingRequest.from_conf(conf, usecase)
+    return TrainingRequest.from_conf(conf, usecase)
 
 
 def night_quality(

@@ -9,183 +9,25 @@ import datetime as dt
 import json
 import logging
 import re
-import reprlib
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from driftline import storage
-from driftline.config import (
-    MAX_EVIDENCE_CHARS,
-    MAX_EVIDENCE_FIELDS,
-    MAX_EVIDENCE_ITEM_CHARS,
-    MAX_EVIDENCE_ITEMS,
-    MAX_EVIDENCE_NAME_CHARS,
-    MAX_REASON_CHARS,
-    MAX_WINDOW_DAYS,
-    REASON_PATTERN,
-    Settings,
-    UseCase,
-    project_root,
-)
+from driftline.config import Settings, UseCase, project_root
 from driftline.ingest import etl
 from driftline.training import registry, stages
 from driftline.training.model import feature_schema
+from driftline.training.request import TrainingRequest, TrainingRequestError
 from driftline.training.workspace import WINDOW_FILE, Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
 
 VALIDATIONS_FILE = "validations.json"
-REQUEST_FIELDS = {"window_end", "window_days", "reason", "force_promote", "evidence"}
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_REASON = re.compile(REASON_PATTERN)
-_SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 60, 60
-
-
-class TrainingRequestError(ValueError):
-    """The trigger's conf is not a valid training request; the message names the field."""
-
-
-@dataclass(frozen=True)
-class TrainingRequest:
-    window_end: dt.date
-    window_days: int
-    holdout_days: int
-    reason: str
-    force_promote: bool = False
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def window_start(self) -> dt.date:
-        return self.window_end - dt.timedelta(days=self.window_days - 1)
-
-    @property
-    def holdout_start(self) -> dt.date:
-        return self.window_end + dt.timedelta(days=1)
-
-    @property
-    def holdout_end(self) -> dt.date:
-        return self.window_end + dt.timedelta(days=self.holdout_days)
-
-    def days(self) -> list[dt.date]:
-        count = (self.holdout_end - self.window_start).days + 1
-        return [self.window_start + dt.timedelta(days=i) for i in range(count)]
-
-    def as_dict(self) -> dict[str, Any]:
-        raw = asdict(self)
-        raw["window_end"] = self.window_end.isoformat()
-        return raw
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TrainingRequest:
-        """The inverse of as_dict (a request already checked by from_conf)."""
-        return cls(**{**raw, "window_end": dt.date.fromisoformat(raw["window_end"])})
-
-    @classmethod
-    def from_conf(cls, conf: dict[str, Any], usecase: UseCase) -> TrainingRequest:
-        """Check a trigger's conf (Airflow lets undeclared keys through; this does not)."""
-        unknown = sorted(str(key) for key in set(conf) - REQUEST_FIELDS)
-        if unknown:
-            raise TrainingRequestError(
-                f"unknown field(s) {[_clipped(key, 40) for key in unknown[:10]]}"
-                f"{' ...' if len(unknown) > 10 else ''}; a training request takes "
-                f"{sorted(REQUEST_FIELDS)}"
-            )
-        training = usecase.training
-        raw_end = conf.get("window_end")
-        try:
-            if not isinstance(raw_end, str) or not _ISO_DATE.fullmatch(raw_end):
-                raise ValueError(raw_end)
-            window_end = dt.date.fromisoformat(raw_end)
-        except ValueError as exc:
-            raise TrainingRequestError(
-                f"window_end: {_shown(raw_end)} is not a date (YYYY-MM-DD)"
-            ) from exc
-        days = conf.get("window_days", training.window_days)
-        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_WINDOW_DAYS:
-            raise TrainingRequestError(
-                f"window_days: {_shown(days)} is not a whole number 1..{MAX_WINDOW_DAYS}"
-            )
-        reason = conf.get("reason", "manual")
-        if (
-            not isinstance(reason, str)
-            or not 1 <= len(reason) <= MAX_REASON_CHARS
-            or not _REASON.search(reason)
-        ):
-            raise TrainingRequestError(
-                f"reason: must be text of 1..{MAX_REASON_CHARS} characters without control "
-                f"characters, not {_shown(reason)}"
-            )
-        force = conf.get("force_promote", False)
-        if not isinstance(force, bool):
-            raise TrainingRequestError(f"force_promote: {_shown(force)} is not true or false")
-        evidence = conf.get("evidence")
-        evidence = {} if evidence is None else evidence
-        problem = _evidence_problem(evidence)
-        if problem:
-            raise TrainingRequestError(f"evidence: {problem}")
-        request = cls(window_end, days, training.holdout_days, reason, force, evidence)
-        try:
-            _ = (request.window_start, request.holdout_end)  # both must be in the calendar
-        except OverflowError as exc:
-            raise TrainingRequestError(
-                f"window_end: {window_end} leaves no room for the {days}-day window and the "
-                f"{training.holdout_days}-day holdout in the calendar"
-            ) from exc
-        if request.window_start < usecase.start_date:
-            raise TrainingRequestError(
-                f"window_end: the {days}-day window would start {request.window_start}, before "
-                f"the use-case's first day {usecase.start_date}"
-            )
-        return request
-
-
-def _shown(value: Any) -> str:
-    """A value for a refusal message: its repr, cut short (a field may hold a megabyte or an
-    object nested a thousand deep)."""
-    return _clipped(_SHORT_REPR.repr(value), 80)
-
-
-def _clipped(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
-
-
-def _evidence_problem(evidence: Any) -> str | None:
-    """What is wrong with a trigger's evidence (None: nothing), by the rules of the DAG's
-    Params schema (config.EVIDENCE_SCHEMA): a flat object of texts, numbers, true/false, null
-    and lists of those, at most MAX_EVIDENCE_CHARS as JSON. It is only ever kept as text (an
-    MLflow tag): nothing reads a file or follows a link it names."""
-    if not isinstance(evidence, dict):
-        return f"must be an object, not {_shown(evidence)}"
-    if len(evidence) > MAX_EVIDENCE_FIELDS:
-        return f"{len(evidence)} fields, more than {MAX_EVIDENCE_FIELDS}"
-    scalar = (str, int, float, bool, type(None))
-    for key, value in evidence.items():
-        if not isinstance(key, str) or len(key) > MAX_EVIDENCE_NAME_CHARS:
-            return f"field name {_shown(key)} is not text of at most {MAX_EVIDENCE_NAME_CHARS}"
-        if isinstance(value, list):
-            if len(value) > MAX_EVIDENCE_ITEMS:
-                return f"{_shown(key)} holds {len(value)} items, more than {MAX_EVIDENCE_ITEMS}"
-            if any(isinstance(item, str) and len(item) > MAX_EVIDENCE_ITEM_CHARS for item in value):
-                return f"{_shown(key)} holds text longer than {MAX_EVIDENCE_ITEM_CHARS}"
-            if all(isinstance(item, scalar) for item in value):
-                continue
-        elif isinstance(value, scalar):
-            continue
-        return (
-            f"{_clipped(key, 40)!r} must be text, a number, true/false, null or a list of "
-            f"those, not {_shown(value)}"
-        )
-    size = len(_json(evidence))
-    if size > MAX_EVIDENCE_CHARS:
-        return f"{size} characters as JSON, more than {MAX_EVIDENCE_CHARS}"
-    return None
 
 
 def train_params(usecase: UseCase) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """Hostile input from outside: a training trigger's conf and the plugin's URLs.
 
-Every field of a `flights_training` conf is either refused (by the DAG's Params schema when
-the run is created, and again by `TrainingRequest.from_conf`, which the CLI and the sensor go
-through too) or kept only as text: the reason in a git commit message and an MLflow tag, the
-evidence in one MLflow tag; nothing opens a file or follows a link a conf names. The plugin's
-pages serve only files under $DRIFTLINE_HOME that a known use-case, a real date and a fixed
-report kind name.
+Every field of a `flights_training` conf is either refused (by the DAG's Params when the run is
+created, and again by `TrainingRequest.from_conf` against the same schema, which the CLI and
+the sensor go through too) or kept only as text: the reason in a git commit message and an
+MLflow tag, the evidence in one MLflow tag; nothing opens a file or follows a link a conf
+names. The plugin's pages serve only files under $DRIFTLINE_HOME that a known use-case, a real
+date and a fixed report kind name.
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 
-from driftline.config import MAX_EVIDENCE_CHARS, MAX_REASON_CHARS
 from driftline.operator import views
 from driftline.training import pipeline as training
-from driftline.training.pipeline import TrainingRequest, TrainingRequestError
+from driftline.training.request import (
+    MAX_EVIDENCE_CHARS,
+    MAX_REASON_CHARS,
+    TrainingRequest,
+    TrainingRequestError,
+)
 from driftline.training.workspace import Workspace
 from tests.conftest import REPO
 
@@ -82,7 +86,7 @@ def worker_check(training_dag, conf: dict) -> None:
 
 
 # (conf, the param the schema names) -- refused when the run is created, and again by
-# driftline.training.pipeline for every way in that has no Params (the CLI, the replay, the sensor)
+# driftline.training.request for every way in that has no Params (the CLI, the replay, the sensor)
 REFUSED_BY_PARAMS = [
     *[({**OK, "window_end": bad}, "window_end") for bad in [SQL, *TRAVERSALS]],
     ({**OK, "window_end": "2013-01-31\n"}, "window_end"),

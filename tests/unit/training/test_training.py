@@ -12,7 +12,7 @@ from driftline.ingest import etl
 from driftline.training import evaluation, stages
 from driftline.training import pipeline as training
 from driftline.training.model import TrainedModel, fit
-from driftline.training.pipeline import TrainingRequest, TrainingRequestError
+from driftline.training.request import TrainingRequest, TrainingRequestError
 from tests.conftest import sqlite_url
 
 
