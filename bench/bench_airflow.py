@@ -56,6 +56,7 @@ from bench.common import (
     temp_dir,
     timed,
 )
+from driftline.config import UseCase
 
 FULL = {"window_end": dt.date(2013, 1, 31), "window_days": 31}
 QUICK = {"window_end": dt.date(2013, 1, 3), "window_days": 3}
@@ -208,12 +209,11 @@ def log_tails(home: Path, lines: int = 30) -> str:
     )
 
 
-def scheduled_chain(env: dict[str, str], night: dt.date, timezone: str):
+def scheduled_chain(env: dict[str, str], night: dt.date, usecase: UseCase):
     """`driftline stack up`, the night's flights_etl (catchup) then flights_monitoring
     (backfill) through its scheduler, `driftline stack down`."""
     import json
 
-    import pendulum
     from airflow_client.client.api.backfill_api import BackfillApi
     from airflow_client.client.models.backfill_post_body import BackfillPostBody
     from tests.stack_helpers import AirflowApi
@@ -232,7 +232,7 @@ def scheduled_chain(env: dict[str, str], night: dt.date, timezone: str):
         if api.import_errors():
             raise SystemExit(f"DAG import errors: {api.import_errors()}")
         etl_run = run_through_scheduler(api, ETL_DAG, lambda: api.unpause(ETL_DAG))
-        midnight = pendulum.datetime(night.year, night.month, night.day, tz=timezone)
+        midnight = usecase.day_start(night)  # the night's data interval start
 
         def backfill() -> None:
             api.unpause(MONITORING_DAG)
@@ -313,7 +313,7 @@ def main() -> None:
         monitoring.reference_sample(usecase, settings, champion)  # fetched once, as in service
 
         env = stack_env(env, one_night_usecases(root / "usecases", night))
-        up, etl_run, monitoring_run = scheduled_chain(env, night, usecase.timezone)
+        up, etl_run, monitoring_run = scheduled_chain(env, night, usecase)
         if not (settings.partition_dir(usecase.name, night) / etl.PARTITION_FILE).exists():
             raise SystemExit(f"flights_etl left no partition for {night}")
         if not (settings.reports_dir(usecase.name, night) / "drift.html").exists():
