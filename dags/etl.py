@@ -145,5 +145,6 @@ def etl_dag(usecase: UseCase, settings: Settings) -> DAG:
 
 
 _settings = Settings.from_env()
-for _usecase in list_usecases(_settings):
+# A wrong config is left out here (its DAGs with it): usecase_configs.py shows its problems.
+for _usecase in list_usecases(_settings, skip_broken=True):
     globals()[f"{_usecase.name}_etl"] = etl_dag(_usecase, _settings)

@@ -181,6 +181,7 @@ def trigger_form(usecase: UseCase) -> dict[str, Param]:
 
 
 _settings = Settings.from_env()
-for _usecase in list_usecases(_settings):
+# A wrong config is left out here (its DAGs with it): usecase_configs.py shows its problems.
+for _usecase in list_usecases(_settings, skip_broken=True):
     if _usecase.training is not None:
         globals()[f"{_usecase.name}_training"] = training_dag(_usecase, _settings)

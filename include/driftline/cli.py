@@ -667,6 +667,52 @@ def serve(ctx: _Context, host: str, port: int) -> None:
     run_server(ctx.usecase, ctx.settings, host, port)
 
 
+@main.command("check")
+@click.option(
+    "--usecase",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    help="Check only this config (repeatable; also `driftline --usecase NAME check`). "
+    "Default: every config in the use-cases folder.",
+)
+@pass_context
+def check_configs(ctx: _Context, names: tuple[str, ...]) -> None:
+    """Check use-case configs before anything runs: every problem of each, naming its file
+    and field (schema, columns, label rule, slices, the suite and its parameters, the hooks
+    imported and their signatures). Exit 1 if there is any."""
+    from click.core import ParameterSource
+
+    from driftline.config import check_usecase
+
+    settings = ctx.settings
+    group = click.get_current_context().parent
+    if not names and group and group.get_parameter_source("usecase") is ParameterSource.COMMANDLINE:
+        names = (group.params["usecase"],)
+    known = sorted(settings.usecases_dir.glob("*.yaml"))
+    paths = [settings.usecase_path(name) for name in names] or known
+    if not paths:
+        raise click.ClickException(f"no use-case config (*.yaml) in {settings.usecases_dir}")
+    problems = 0
+    broken = 0
+    for path in paths:
+        found = (
+            check_usecase(path, settings)
+            if path.is_file()
+            else [f"{path}: no such use-case config (known: {[p.stem for p in known]})"]
+        )
+        for problem in found:
+            click.echo(problem)
+        if not found:
+            click.echo(f"OK {path.stem} ({path})")
+        problems += len(found)
+        broken += bool(found)
+    if problems:
+        plural = "s" if problems > 1 else ""
+        click.echo(f"{problems} problem{plural} in {broken} of {len(paths)} use-case configs")
+        sys.exit(1)
+
+
 @main.group()
 def stack() -> None:
     """The operator's stack on this machine, run by a supervisord of its own: Airflow, the

@@ -9,6 +9,9 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import importlib
+import inspect
+import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -35,6 +38,8 @@ HISTORY_URL_ENV = "DRIFTLINE_HISTORY_URL"
 PREDICTIONS_URL_ENV = "DRIFTLINE_PREDICTIONS_URL"
 
 PREDICTION = "prediction"  # the model's probability column, in predictions and references
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
@@ -548,7 +553,7 @@ def load_usecase(name: str, settings: Settings | None = None) -> UseCase:
     if not path.is_file():
         known = sorted(p.stem for p in settings.usecases_dir.glob("*.yaml"))
         raise ConfigError(f"no use-case {name!r}: {path} does not exist (known: {known})")
-    return parse_usecase(path)
+    return parse_usecase(path, settings)
 
 
 def resolve_usecase_name(
@@ -572,23 +577,242 @@ def resolve_usecase_name(
     )
 
 
-def parse_usecase(path: Path) -> UseCase:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        usecase = UseCase.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from exc
-    if usecase.name != path.stem:
-        raise ConfigError(f"{path}: name {usecase.name!r} must match the file name {path.stem!r}")
+def parse_usecase(path: Path, settings: Settings | None = None) -> UseCase:
+    """The use-case config at `path`, or a ConfigError naming every problem read_usecase
+    finds, one line each."""
+    usecase, problems = read_usecase(path, settings or Settings.from_env())
+    if problems:
+        raise ConfigError("\n".join(problems))
+    assert usecase is not None  # no problem: it was read
     return usecase
+
+
+# A problem of a config: the field it is in ("" for the whole file) and what is wrong.
+_Problem = tuple[str, str]
+# Filled in by the platform in every suite (driftline.ingest.validation.suite_parameters).
+PLATFORM_PARAMETERS = ("day_start", "day_end")
+# The arguments by which a Great Expectations expectation names columns of the batch.
+_COLUMN_KWARGS = ("column", "column_A", "column_B", "column_list", "column_set")
+
+
+def read_usecase(path: Path, settings: Settings) -> tuple[UseCase | None, list[str]]:
+    """The config at `path` and every problem that can be found without running use-case
+    code, each "<file>: <field>: <what is wrong>": its schema (all of pydantic's errors), then,
+    when that holds, its consistency (name, columns, label rule, slices, suite). The use-case
+    is None when the schema is wrong. Reads the file and its suite only: cheap enough for
+    DAG files at parse time."""
+    found: list[_Problem] = []
+    usecase = _validated(path, found)
+    if usecase is not None:
+        found += _consistency_problems(usecase, path, settings)
+    return usecase, _rendered(path, found)
+
+
+def check_usecase(path: Path, settings: Settings) -> list[str]:
+    """Every problem of the config at `path` (read_usecase's), plus what only running code
+    finds: its hooks imported and their signatures bound, its suite's expectations built by
+    Great Expectations. `driftline check`: imports use-case code, pandas and GX."""
+    usecase, problems = read_usecase(path, settings)
+    if usecase is None:
+        return problems
+    found = _hook_problems(usecase)
+    suite, _ = _read_suite(settings.suite_path(usecase.validation.suite))
+    if suite is not None:
+        from driftline.ingest.validation import expectation_problems
+
+        name = settings.suite_path(usecase.validation.suite).name
+        found += [("validation.suite", f"{name}: {p}") for p in expectation_problems(suite)]
+    return problems + _rendered(path, found)
+
+
+def config_problems(settings: Settings) -> list[str]:
+    """read_usecase's problems of every config in the use-cases folder."""
+    return [
+        problem
+        for path in sorted(settings.usecases_dir.glob("*.yaml"))
+        for problem in read_usecase(path, settings)[1]
+    ]
+
+
+def _rendered(path: Path, found: list[_Problem]) -> list[str]:
+    return [f"{path}: {field}: {what}" if field else f"{path}: {what}" for field, what in found]
+
+
+def _validated(path: Path, found: list[_Problem]) -> UseCase | None:
+    try:
+        # libyaml's loader when PyYAML has it: 40x faster, and every DAG file reads every config
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        found.append(("", f"not valid YAML: {exc}"))
+        return None
+    if not isinstance(raw, dict):
+        found.append(("", "expected a mapping at the top level"))
+        return None
+    try:
+        return UseCase.model_validate(raw)
+    except ValidationError as exc:
+        found += [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()]
+        return None
+
+
+def _consistency_problems(usecase: UseCase, path: Path, settings: Settings) -> list[_Problem]:
+    """What the schema alone cannot see: fields that must agree with each other, with the
+    file's name and with the suite."""
+    found: list[_Problem] = []
+    if usecase.name != path.stem:
+        found.append(("name", f"{usecase.name!r} must match the file name {path.stem!r}"))
+    roles = [
+        ("key", usecase.key),
+        ("event_time", usecase.event_time),
+        *(("features.categorical", c) for c in usecase.features.categorical),
+        *(("features.numerical", c) for c in usecase.features.numerical),
+        ("label.name", usecase.label.name),
+    ]
+    seen: dict[str, str] = {}
+    for field, column in roles:
+        if column in seen:
+            found.append((field, f"{column!r} is also {seen[column]}: a column has one role"))
+        seen.setdefault(column, field)
+    found += _label_problems(usecase)
+    slices = usecase.training.gate.slices if usecase.training else {}
+    not_features = [c for c in slices if c not in usecase.features.all]
+    if not_features:
+        found.append((
+            "training.gate.slices",
+            f"not features: {not_features} (a slice is the rows of one value of a feature)",
+        ))
+    return found + _suite_problems(usecase, settings)
+
+
+def _label_problems(usecase: UseCase) -> list[_Problem]:
+    label = usecase.label
+    try:
+        reads = rule_columns(label.rule)
+    except ValueError as exc:
+        return [("label.rule", str(exc))]
+    kept = [c for c in usecase.curated_columns if c != label.name]
+    if label.missing_when_null == label.name:
+        return [("label.missing_when_null", "is the label itself: name a column it comes from")]
+    if label.missing_when_null not in kept and label.missing_when_null not in reads:
+        return [(
+            "label.missing_when_null",
+            f"{label.missing_when_null!r} is neither read by the label rule nor one of the "
+            "batch's columns (key, event_time, features, passthrough)",
+        )]
+    return []
+
+
+def _read_suite(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The suite file's expectations, or what is wrong with it."""
+    if not path.is_file():
+        return None, f"no suite file {path}"
+    try:
+        suite = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"{path} is not valid JSON: {exc}"
+    expectations = suite.get("expectations") if isinstance(suite, dict) else None
+    if not isinstance(expectations, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("type"), str)
+        and isinstance(e.get("kwargs", {}), dict)
+        for e in expectations
+    ):
+        return None, (
+            f"{path}: expected {{\"name\": ..., \"expectations\": [{{\"type\": ..., "
+            "\"kwargs\": {...}}, ...]}"
+        )
+    return suite, None
+
+
+def _suite_problems(usecase: UseCase, settings: Settings) -> list[_Problem]:
+    """The suite must exist, name only the batch's columns (all of them, in order, where it
+    lists them) and use only $PARAMETERs the config gives a value."""
+    path = settings.suite_path(usecase.validation.suite)
+    suite, wrong = _read_suite(path)
+    if suite is None:
+        return [("validation.suite", str(wrong))]
+    columns = usecase.curated_columns
+    known_parameters = {*usecase.validation.parameters, *PLATFORM_PARAMETERS}
+    unknown_columns: dict[str, list[str]] = {}
+    unknown_parameters: dict[str, list[str]] = {}
+    listing: list[str] = []
+    for number, expectation in enumerate(suite["expectations"], 1):
+        kwargs = expectation.get("kwargs", {})
+        where = f"#{number} {expectation['type']}"
+        for argument in _COLUMN_KWARGS:
+            named = kwargs.get(argument)
+            for column in [named] if isinstance(named, str) else named or []:
+                if isinstance(column, str) and column not in columns:
+                    unknown_columns.setdefault(column, []).append(where)
+        listed = kwargs.get("column_list")
+        ordered = expectation["type"] == "expect_table_columns_to_match_ordered_list"
+        if ordered and isinstance(listed, list) and len(set(columns)) == len(columns):
+            unlisted = [c for c in columns if c not in listed]
+            if unlisted:
+                listing.append(f"{path.name}: {where} does not list the columns {unlisted}")
+            elif set(listed) <= set(columns) and listed != columns:
+                at = next(
+                    i for i, c in enumerate(listed) if i >= len(columns) or c != columns[i]
+                )
+                has = repr(columns[at]) if at < len(columns) else "no column"
+                listing.append(
+                    f"{path.name}: {where} lists the columns in another order than the batch "
+                    f"(key, event_time, features, label, passthrough): {listed[at]!r} at "
+                    f"position {at + 1}, where the batch has {has}"
+                )
+        for parameter in _parameters(kwargs):
+            if parameter not in known_parameters:
+                unknown_parameters.setdefault(parameter, []).append(where)
+    found = [
+        ("validation.suite", f"{path.name}: {', '.join(where)}: column {column!r} is not one "
+         "of the config's columns (key, event_time, features, label, passthrough)")
+        for column, where in unknown_columns.items()
+    ]
+    found += [("validation.suite", text) for text in listing]
+    found += [
+        ("validation.parameters", f"no value for the suite's $PARAMETER {name!r} "
+         f"({path.name}: {', '.join(where)})")
+        for name, where in unknown_parameters.items()
+    ]
+    return found
+
+
+def _parameters(value: Any) -> list[str]:
+    """The names of the `{"$PARAMETER": name}` placeholders anywhere in `value`."""
+    if isinstance(value, dict):
+        if isinstance(value.get("$PARAMETER"), str):
+            return [value["$PARAMETER"]]
+        return [name for item in value.values() for name in _parameters(item)]
+    if isinstance(value, list):
+        return [name for item in value for name in _parameters(item)]
+    return []
+
+
+def _hook_problems(usecase: UseCase) -> list[_Problem]:
+    """Each hook importable, callable, and callable as the platform calls it."""
+    hooks = [("transform", usecase.transform, ("tables", "usecase")),
+             ("source.seed", usecase.source.seed, ())]
+    found: list[_Problem] = []
+    for field, dotted, arguments in hooks:
+        if dotted is None:
+            continue
+        try:
+            hook = import_object(dotted)
+        except ConfigError as exc:
+            found.append((field, str(exc)))
+            continue
+        if not callable(hook):
+            found.append((field, f"{dotted} is a {type(hook).__name__}, not a function"))
+            continue
+        try:
+            signature = inspect.signature(hook)
+        except (TypeError, ValueError):  # some builtins have none: nothing to compare
+            continue
+        try:
+            signature.bind(*arguments)
+        except TypeError as exc:
+            call = f"{dotted.partition(':')[2]}({', '.join(arguments)})"
+            found.append((field, f"{dotted} cannot be called as {call}: {exc}"))
+    return found
 
 
 def import_object(dotted: str, field: str | None = None) -> Any:
@@ -608,6 +832,21 @@ def import_object(dotted: str, field: str | None = None) -> Any:
         ) from exc
 
 
-def list_usecases(settings: Settings | None = None) -> list[UseCase]:
+def list_usecases(settings: Settings | None = None, skip_broken: bool = False) -> list[UseCase]:
+    """Every use-case config in the folder. A wrong one raises a ConfigError naming every
+    problem of every wrong config; with `skip_broken` it is left out (and logged): the DAG
+    files, so that one wrong file takes no other use-case's DAGs down (dags/usecase_configs.py
+    shows its problems as the one import error)."""
     settings = settings or Settings.from_env()
-    return [parse_usecase(p) for p in sorted(settings.usecases_dir.glob("*.yaml"))]
+    usecases, problems = [], []
+    for path in sorted(settings.usecases_dir.glob("*.yaml")):
+        usecase, found = read_usecase(path, settings)
+        if found:
+            problems += found
+            if skip_broken:
+                log.warning("use-case config %s left out: %d problem(s)", path, len(found))
+        else:
+            usecases.append(usecase)
+    if problems and not skip_broken:
+        raise ConfigError("\n".join(problems))
+    return usecases

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,40 @@ def test_a_second_usecase_needs_only_a_config_file(tmp_path, monkeypatch):
     bag = _dagbag()
     assert bag.import_errors == {}
     assert {"flights_etl", "flights_copy_etl"} <= set(bag.dag_ids)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "usecases").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_usecase_config_passes_the_check(path):
+    """`driftline check`'s every check, the hooks imported included."""
+    from driftline.config import Settings, check_usecase
+
+    settings = Settings(home=REPO / "data", usecases_dir=REPO / "usecases",
+                        expectations_dir=REPO / "expectations")
+    assert check_usecase(path, settings) == []
+
+
+def test_a_wrong_config_is_one_import_error_and_the_others_dags_still_load(tmp_path,
+                                                                          monkeypatch):
+    usecases, expectations = tmp_path / "usecases", tmp_path / "expectations"
+    usecases.mkdir()
+    shutil.copytree(REPO / "expectations", expectations)
+    shutil.copy(REPO / "usecases" / "flights.yaml", usecases)
+    raw = yaml.safe_load((REPO / "usecases" / "flights.yaml").read_text())
+    raw["name"] = "broken"
+    raw["training"]["gate"]["slices"] = {"tailnum": 0}
+    raw["label"]["rule"] = "arr_delay >> > 15"
+    del raw["validation"]["parameters"]["min_rows"]
+    (usecases / "broken.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("DRIFTLINE_USECASES_DIR", str(usecases))
+    monkeypatch.setenv("DRIFTLINE_EXPECTATIONS_DIR", str(expectations))
+    bag = _dagbag()
+    assert list(bag.import_errors) == ["usecase_configs.py"]  # relative to the bundle
+    error = next(iter(bag.import_errors.values()))
+    for field in ("training.gate.slices", "label.rule", "validation.parameters"):
+        assert f"{usecases / 'broken.yaml'}: {field}: " in error, error
+    assert "flights.yaml" not in error
+    assert {"flights_etl", "flights_training", "flights_monitoring"} <= set(bag.dag_ids)
+    assert not [d for d in bag.dag_ids if d.startswith("broken")]
 
 
 def test_monitoring_scores_ahead_then_judges_the_night_even_when_scoring_failed(dagbag):

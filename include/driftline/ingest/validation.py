@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from driftline import storage
-from driftline.config import Settings, UseCase
+from driftline.config import ConfigError, Settings, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,24 @@ def _run_suite(
     return validated.to_json_dict()
 
 
+def expectation_problems(suite: dict[str, Any]) -> list[str]:
+    """What Great Expectations refuses in a suite (an unknown expectation type, a misspelt
+    argument), one line per refused expectation: all of them, not the first (`driftline
+    check`). Built one by one: GX's ExpectationSuite only logs an unknown type and drops it."""
+    _import_gx()
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    problems = []
+    for number, expectation in enumerate(suite["expectations"], 1):
+        try:
+            ExpectationConfiguration(**expectation).to_domain_obj()
+        except Exception as exc:  # GX raises its own errors, pydantic's and TypeError
+            problems.append(f"#{number} {expectation.get('type')}: {' '.join(str(exc).split())}")
+    return problems
+
+
 def warm() -> None:
     """Build this process's GX context now (driftline.warm_start: forked tasks inherit it)."""
     _gx_context()
@@ -224,8 +242,16 @@ def _whole_dataframe(asset: str):  # noqa: ANN202 - a GX BatchDefinition
 
 @functools.lru_cache(maxsize=16)
 def _suite(suite_json: str):  # noqa: ANN202 - a GX ExpectationSuite
-    """The suite built from its reviewed JSON (keyed by the text: an edited file is rebuilt)."""
-    return _import_gx().ExpectationSuite(**json.loads(suite_json))
+    """The suite built from its reviewed JSON (keyed by the text: an edited file is rebuilt).
+
+    GX drops an expectation of an unknown type with a log line: a ConfigError here instead,
+    so no batch passes a suite that silently lost a check."""
+    raw = json.loads(suite_json)
+    suite = _import_gx().ExpectationSuite(**raw)
+    if len(suite.expectations) != len(raw.get("expectations", [])):
+        problems = "; ".join(expectation_problems(raw))
+        raise ConfigError(f"suite {raw.get('name')!r}: Great Expectations refused {problems}")
+    return suite
 
 
 def _exception(usecase: UseCase, day: dt.date) -> dict[str, Any] | None:

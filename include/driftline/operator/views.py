@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from driftline.config import ConfigError, Settings, UseCase, list_usecases
+from driftline.config import Settings, UseCase, list_usecases
 from driftline.monitoring.drift_rule import DRIFT_SHARE_RULE, QUALITY_DROP_RULE
 from driftline.monitoring.history import NightSummary
 from driftline.operator import links
@@ -371,7 +371,7 @@ def create_app(
     def readable(user: Any, settings: Settings) -> list[str]:
         return [
             u.name
-            for u in list_usecases(settings)
+            for u in list_usecases(settings, skip_broken=True)  # as the DAG files do
             if u.training and access.may(user, READ, usecase_dags(u.name, settings))
         ]
 
@@ -496,10 +496,8 @@ def _waiting(access: Access, usecase: UseCase) -> list[str]:
 
 
 def _usecases(settings: Settings) -> dict[str, UseCase]:
-    try:
-        return {u.name: u for u in list_usecases(settings)}
-    except ConfigError:
-        return {}
+    """The use-cases whose configs load: a wrong one is left out, as the DAG files do."""
+    return {u.name: u for u in list_usecases(settings, skip_broken=True)}
 
 
 def _reason_max() -> int:
@@ -513,10 +511,9 @@ def _when(value: dt.datetime | None) -> str:
 
 
 def _known(settings: Settings, usecase: str) -> str:
-    try:
-        names = {u.name for u in list_usecases(settings)}
-    except ConfigError as exc:
-        raise NotFound(f"the use-case configs do not load: {exc}") from exc
+    names = {u.name for u in list_usecases(settings, skip_broken=True)}
+    if usecase not in names and usecase in {p.stem for p in settings.usecases_dir.glob("*.yaml")}:
+        raise NotFound(f"the config of use-case {usecase!r} has problems: `driftline check`")
     if usecase not in names:
         raise NotFound(f"no use-case {usecase!r}; known: {', '.join(sorted(names))}")
     return usecase

@@ -99,6 +99,23 @@ def test_only_existing_pages_of_known_usecases_are_served(settings, usecase_name
         views.report_file(settings, usecase_name, day, kind)
 
 
+def test_a_wrong_config_takes_only_its_own_pages_down(settings, tmp_path):
+    """As in the DAG files: flights' pages are served beside a config that does not load."""
+    import dataclasses
+    import shutil
+
+    own = dataclasses.replace(settings, usecases_dir=tmp_path / "usecases")
+    own.usecases_dir.mkdir()
+    shutil.copy(settings.usecase_path("flights"), own.usecases_dir)
+    (own.usecases_dir / "broken.yaml").write_text("name: broken\n")
+    report = own.reports_dir("flights", JAN2) / "drift.html"
+    report.parent.mkdir(parents=True)
+    report.write_text("<html>drift</html>")
+    assert views.report_file(own, "flights", "2013-01-02", "drift") == report
+    with pytest.raises(views.NotFound, match="config of use-case 'broken' has problems"):
+        views.report_file(own, "broken", "2013-01-02", "drift")
+
+
 def test_a_report_that_exists_is_served(settings):
     report = settings.reports_dir("flights", JAN2) / "drift.html"
     report.parent.mkdir(parents=True)
