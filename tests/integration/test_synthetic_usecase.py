@@ -93,6 +93,8 @@ def source_rows_per_day(env: dict[str, str]) -> dict[dt.date, int]:
 def test_every_day_loads_from_the_config_alone(env, state):
     settings, usecase = state
     assert usecase.transform is None and usecase.source.seed is None  # no Python hook
+    checked = driftline(env, "check")  # the config and its suite, as a platform team checks them
+    assert checked.stdout.startswith(f"OK {orders.NAME} "), checked.stdout
     loaded = days(orders.FIRST_DAY, AIRFLOW_NIGHT - dt.timedelta(days=1))
     driftline(env, "etl", "--start", str(loaded[0]), "--end", str(loaded[-1]), "--workers", "2")
 
