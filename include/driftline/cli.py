@@ -667,6 +667,97 @@ def serve(ctx: _Context, host: str, port: int) -> None:
     run_server(ctx.usecase, ctx.settings, host, port)
 
 
+@main.command("new-usecase")
+@click.argument("name")
+@click.option("--table", required=True, help="The source table: one row per event.")
+@click.option("--time-column", required=True, help="Its event time.")
+@click.option(
+    "--label-rule", required=True, help="pandas eval expression over the table, e.g. 'delay > 15'."
+)
+@click.option("--label-name", default="label", show_default=True, help="The label's column.")
+@click.option(
+    "--label-missing-when-null",
+    help="Where this column is null the label is unknown (default: the rule's first column).",
+)
+@click.option("--key", help="The row key (default: a column unique over the sample).")
+@click.option("--timezone", default="UTC", show_default=True, help="Zone of the nightly day.")
+@click.option(
+    "--source-time-zone", default="UTC", show_default=True,
+    help="Zone the source's naive times are written in.",
+)
+@click.option(
+    "--source-url",
+    help="SQLAlchemy URL to sample (default: $DRIFTLINE_<NAME>_SOURCE_URL, else the SQLite file "
+    "$DRIFTLINE_HOME/source/<name>.db).",
+)
+@click.option(
+    "--sample-days", type=click.IntRange(1, 366), default=14, show_default=True,
+    help="Days sampled, ending on the newest row's day (or yesterday).",
+)
+@click.option(
+    "--max-sample-rows", type=click.IntRange(min=1), default=200_000, show_default=True,
+    help="At most this many rows are read: the newest days that fit.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing config and suite.")
+@pass_context
+def new_usecase(ctx: _Context, name: str, **options: object) -> None:
+    """Draft usecases/NAME.yaml and expectations/NAME_batch.json from a sample of a table:
+    columns, types, nulls, ranges, categories and rows a day as observed, every choice
+    commented. A draft to review: a value the sample never showed quarantines its day."""
+    from driftline.ingest import starter
+
+    request = starter.StarterRequest(name=name, **options)
+    try:
+        draft = starter.new_usecase(request, ctx.settings)
+    except starter.StarterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _describe_draft(draft, ctx.settings)
+
+
+def _describe_draft(draft, settings: Settings) -> None:  # noqa: ANN001 - starter.Draft
+    """What `new-usecase` wrote and decided, and the commands that take it from here."""
+    from driftline.config import resolve_usecase_name
+
+    plan, usecase = draft.plan, draft.usecase
+    label = plan.label
+    click.echo(f"wrote {draft.config_path}\n  and {draft.suite_path} (a draft: review both)")
+    click.echo(
+        f"  sampled      {plan.sample_rows:,} rows of {plan.request.table}: {plan.observed_days}"
+        f" days {plan.first_day} .. {plan.last_day} ({usecase.timezone}), "
+        f"{plan.fewest_rows:,}..{plan.most_rows:,} a day\n               from {plan.masked_url}"
+    )
+    click.echo(f"  key          {usecase.key}")
+    click.echo(
+        f"  label        {usecase.label.name} = {usecase.label.rule}: true for "
+        f"{label.positive_share:.1%} of the labelled rows; unknown where "
+        f"{label.missing_when_null} is null"
+    )
+    for kind in ("categorical", "numerical"):
+        columns = getattr(usecase.features, kind)
+        click.echo(f"  {kind:<12} {', '.join(columns) or '-'}")
+    click.echo(f"  passthrough  {', '.join(usecase.passthrough)} (the label's inputs)")
+    for profile, reason in plan.left_out:
+        click.echo(f"  left out     {profile.name}: {reason}")
+    for note in plan.notes:
+        click.echo(f"note: {note}")
+    sampled_url, url_env = plan.request.source_url, usecase.source.url_env
+    if sampled_url and sampled_url != settings.source_url(usecase):
+        click.echo(f"note: the platform reads the source from ${url_env}: set it to that URL")
+    try:
+        implied = resolve_usecase_name(None, settings) == usecase.name
+    except ConfigError:
+        implied = False
+    cli = "driftline" if implied else f"driftline --usecase {usecase.name}"
+    window_end = plan.first_day + dt.timedelta(days=plan.window_days - 1)
+    click.echo("next:")
+    click.echo(f"  {cli} check")
+    click.echo(f"  {cli} etl --start {plan.first_day} --end {plan.last_day}")
+    click.echo(f"  {cli} train --window-end {window_end}")
+    first_night = window_end + dt.timedelta(days=1)
+    if first_night <= plan.last_day:
+        click.echo(f"  {cli} monitor --start {first_night} --end {plan.last_day}")
+
+
 @main.command("check")
 @click.option(
     "--usecase",
