@@ -135,8 +135,9 @@ def test_the_rule_is_quiet_before_the_onset_and_fires_soon_after(env, state):
         history.dispose()
     assert list(judged) == nights
     for day, night in judged.items():
-        print(f"{day}  drift share {night.drift_share:.2f}  ROC AUC {night.roc_auc:.3f}  "
-              f"{night.decision}  {night.drifted_columns}")
+        auc = "n/a" if night.roc_auc is None else f"{night.roc_auc:.3f}"
+        print(f"{day}  drift share {night.drift_share:.2f}  ROC AUC {auc}  {night.decision}  "
+              f"{night.drifted_columns}")
     before = [night for day, night in judged.items() if day < orders.DRIFT_ONSET]
     loud = [(n.day, n.decision, n.decision_reason) for n in before if n.decision != QUIET]
     assert before and not loud, loud
