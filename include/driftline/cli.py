@@ -304,42 +304,29 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
 
     Without --retrain the champion stays as it is and a firing night only starts the cool-down.
     """
-    from driftline.ingest.validation import BatchRejectedError
     from driftline.monitoring import nightly as monitoring
-    from driftline.monitoring import scoring
     from driftline.training import pipeline as training
-    from driftline.training import registry
     from driftline.training.request import TrainingRequest
 
     usecase, settings = ctx.usecase, ctx.settings
-    loaded: tuple[str, object] | None = None
+    champion = None  # the previous night's, loaded once
     fired = []
     published = None
     click.echo(f"{'night':<10} {'version':>7} {'rows':>5} {'drift':>6} {'roc_auc':>7}  decision")
     for day in _days(start.date(), end.date()):
-        version = scoring.champion_version(usecase, settings)
-        if loaded is None or loaded[0] != version:
-            model = registry.load_version(settings, usecase.training.registered_model, version)
-            loaded = (version, model)
-        try:
-            monitoring.partition_ready(usecase, settings, day)  # names a quarantined night
-        except monitoring.MonitoringError as exc:
-            click.echo(f"{day}  not judged: {exc}")
+        result = monitoring.run_night(usecase, settings, day, champion)
+        champion = result.champion
+        if result.scored is not None and result.scored.path:
+            published = result.scored
+        if result.not_scored:
+            click.echo(f"{day}  not scored ahead: {result.not_scored}")
+        if result.not_judged:
+            click.echo(f"{day}  not judged: {result.not_judged}")
             continue
-        try:
-            scored = scoring.score_ahead(usecase, settings, day, loaded)
-            published = scored if scored.path else published
-        except (BatchRejectedError, scoring.MissingPartitionError) as exc:
-            click.echo(f"{day}  not scored ahead: {exc}")  # judged all the same, as in the DAG
-        try:
-            summary = monitoring.report_champion_night(usecase, settings, day)
-        except (scoring.MissingPartitionError, monitoring.MonitoringError) as exc:
-            click.echo(f"{day}  not judged: {exc}")
-            continue
-        verdict, night = monitoring.decide_night(usecase, settings, day)
+        night, verdict = result.summary, result.verdict
         click.echo(
-            f"{day} {version:>7} {summary.rows:>5} {summary.drift_share:>6.2f} "
-            f"{_roc_auc(summary):>7}  {verdict.decision}"
+            f"{day} {champion.version:>7} {night.rows:>5} {night.drift_share:>6.2f} "
+            f"{_roc_auc(night):>7}  {verdict.decision}"
         )
         if verdict.fires:
             fired.append(day)

@@ -37,13 +37,12 @@ from driftline.config import (
     UseCase,
 )
 from driftline.ingest import etl
-from driftline.ingest.validation import BatchRejectedError
 from driftline.monitoring import nightly as monitoring
 from driftline.monitoring import scoring
 from driftline.monitoring.drift_rule import Verdict
 from driftline.monitoring.judged_rows import Days
 from driftline.serving import predictions
-from driftline.training import evaluation, registry
+from driftline.training import evaluation
 from driftline.training import pipeline as training
 from driftline.training.request import TrainingRequest
 
@@ -299,24 +298,18 @@ def _replay(
         )
         # the night before the first: the first champion scores the first night's day ahead
         scoring.score_ahead(usecase, settings, _night_before(usecase, start))
-    name = usecase.training.registered_model
-    loaded: tuple[str, object] | None = None
+    champion = None  # the previous night's, loaded once
     resume = records[-1].night + dt.timedelta(days=1) if records else start
     for night in _nights(resume, end):
         began = time.perf_counter()
-        version = scoring.champion_version(usecase, settings)
-        if loaded is None or loaded[0] != version:
-            loaded = (version, registry.load_version(settings, name, version))
-        try:
-            scoring.score_ahead(usecase, settings, night, loaded)
-        except BatchRejectedError as exc:  # the night is judged all the same, as in the DAG
-            log.warning("%s %s: not scored ahead: %s", policy, night, exc)
-        try:
-            summary = monitoring.report_night(usecase, settings, night, version)
-        except (scoring.MissingPartitionError, monitoring.MonitoringError) as exc:
-            log.warning("%s %s: not judged: %s", policy, night, exc)
+        steps = monitoring.run_night(usecase, settings, night, champion)
+        champion = steps.champion
+        if steps.not_scored:  # the night is judged all the same, as in the DAG
+            log.warning("%s %s: not scored ahead: %s", policy, night, steps.not_scored)
+        if steps.not_judged:
+            log.warning("%s %s: not judged: %s", policy, night, steps.not_judged)
             continue
-        verdict, judged = monitoring.decide_night(usecase, settings, night)
+        judged, verdict = steps.summary, steps.verdict
         made_by, rows, labelled, quality = night_quality(usecase, settings, night)
         record = NightRecord(
             policy=policy,
@@ -326,7 +319,7 @@ def _replay(
             labelled=labelled,
             roc_auc=quality["roc_auc"] if quality else None,
             log_loss=quality["log_loss"] if quality else None,
-            drift_share=summary.drift_share,
+            drift_share=judged.drift_share,
             decision=verdict.decision,
             retrained=wants_retraining(policy, night, start, verdict),
         )

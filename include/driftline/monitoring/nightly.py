@@ -1,8 +1,8 @@
 """A monitored night: the champion's reference, the night's reports, its history row, and
 the drift rule's verdict with the evidence a retraining carries.
 
-The monitoring DAG calls these functions one per task; `driftline monitor` calls them in a
-loop over a range of nights, without Airflow.
+The monitoring DAG calls these functions one per task; `driftline monitor` and the replay
+call them through `run_night`, in a loop over a range of nights, without Airflow.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -32,6 +32,9 @@ from driftline.monitoring.history import (
 from driftline.serving import predictions
 from driftline.serving.predictions import MODEL_VERSION
 from driftline.training import registry, stages
+
+if TYPE_CHECKING:  # imported where used, as by report_champion_night
+    from driftline.monitoring.scoring import LoadedVersion, ScoredDay
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +414,51 @@ def _decision_into_summary(path: Path, verdict: Verdict) -> None:
             fired_by=list(verdict.fired_by),
         )
         storage.write_json(summary, path)
+
+
+@dataclass(frozen=True)
+class NightResult:
+    """What a night's steps did, for a loop over nights to show and act on."""
+
+    night: dt.date
+    champion: LoadedVersion  # the night's champion, loaded: hand it to the next night's run
+    scored: ScoredDay | None = None  # None: the coming day was not scored ahead
+    not_scored: str | None = None  # why not (the night is judged all the same, as in the DAG)
+    not_judged: str | None = None  # why the night has no report, hence no verdict
+    summary: NightSummary | None = None  # the night's history row, as the rule judged it
+    verdict: Verdict | None = None
+
+
+def run_night(
+    usecase: UseCase, settings: Settings, night: dt.date, loaded: LoadedVersion | None = None
+) -> NightResult:
+    """One night of the monitoring DAG in-process, with its tasks' functions: the partition
+    check, the champion scoring the coming day ahead, the night's reports, the rule's verdict.
+
+    What fails a task of the DAG without stopping later nights (refused rows, a night without
+    its partition) is returned as a reason, so that a loop over nights goes on. `loaded`: the
+    previous night's champion, kept if it still is one. Retraining is the caller's to decide.
+    """
+    from driftline.ingest.validation import BatchRejectedError
+    from driftline.monitoring import scoring
+
+    version = scoring.champion_version(usecase, settings)
+    champion = scoring.load_version(usecase, settings, version, loaded)
+    try:
+        partition_ready(usecase, settings, night)  # names a night whose validation failed
+    except MonitoringError as exc:
+        return NightResult(night, champion, not_judged=str(exc))
+    scored, not_scored = None, None
+    try:
+        scored = scoring.score_ahead(usecase, settings, night, champion)
+    except (BatchRejectedError, scoring.MissingPartitionError) as exc:
+        not_scored = str(exc)
+    try:
+        report_champion_night(usecase, settings, night)
+    except (scoring.MissingPartitionError, MonitoringError) as exc:
+        return NightResult(night, champion, scored, not_scored, not_judged=str(exc))
+    verdict, summary = decide_night(usecase, settings, night)
+    return NightResult(night, champion, scored, not_scored, summary=summary, verdict=verdict)
 
 
 def evidence_reports(night: NightSummary, fired_by: tuple[str, ...]) -> list[str]:

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -70,6 +71,39 @@ def champion_version(usecase: UseCase, settings: Settings) -> str:
     return version
 
 
+@dataclass(frozen=True)
+class LoadedVersion:
+    """A registered version in memory and its number: what scores rows, and what each of its
+    predictions records as the version that made it."""
+
+    version: str
+    model: Any  # an MLflow PyFuncModel
+
+
+def load_version(
+    usecase: UseCase, settings: Settings, version: str, loaded: LoadedVersion | None = None
+) -> LoadedVersion:
+    """`version` of the use-case's registered model, in memory: `loaded` itself when it is
+    that version (a loop over nights loads each champion once)."""
+    if loaded is not None and loaded.version == version:
+        return loaded
+    name = usecase.training.registered_model
+    return LoadedVersion(version, registry.load_version(settings, name, version))
+
+
+def score_rows(usecase: UseCase, loaded: LoadedVersion, rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with the version's prediction of each, its number and when: the layout the
+    predictions store publishes."""
+    scores = loaded.model.predict(rows[usecase.features.all]) if len(rows) else []
+    return rows.assign(
+        **{
+            PREDICTION: pd.Series(scores, index=rows.index, dtype="float64"),
+            MODEL_VERSION: loaded.version,
+            SCORED_AT: pd.Timestamp.now(tz="UTC"),
+        }
+    )
+
+
 def require_partition(usecase: UseCase, settings: Settings, day: dt.date) -> Path:
     """The night's curated partition, or a MissingPartitionError saying which ETL run to do."""
     partition = settings.partition_dir(usecase.name, day) / etl.PARTITION_FILE
@@ -112,12 +146,12 @@ def score_ahead(
     usecase: UseCase,
     settings: Settings,
     night: dt.date,
-    loaded: tuple[str, object] | None = None,
+    loaded: LoadedVersion | None = None,
 ) -> ScoredDay:
     """The night's scoring: the champion scores `usecase.scored_day(night)` and the
     predictions are published (replacing an earlier run's of the same day).
 
-    `loaded`: (version, model) already in memory, used if that version is still the champion.
+    `loaded`: a version already in memory, used if it is still the champion.
     """
     version = champion_version(usecase, settings)
     day = usecase.scored_day(night)
@@ -127,23 +161,12 @@ def score_ahead(
     features = features_ahead(usecase, settings, day)
     name = usecase.training.registered_model
     try:
-        if loaded is not None and loaded[0] == version:
-            model = loaded[1]
-        else:
-            model = registry.load_version(settings, name, version)
-        scores = model.predict(features[usecase.features.all]) if len(features) else []
+        scored = score_rows(usecase, load_version(usecase, settings, version, loaded), features)
     except Exception as exc:
         raise ScoringError(
             f"{name} version {version} (champion) could not score {day}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    scored = features.assign(
-        **{
-            PREDICTION: pd.Series(scores, index=features.index, dtype="float64"),
-            MODEL_VERSION: version,
-            SCORED_AT: pd.Timestamp.now(tz="UTC"),
-        }
-    )
     path = predictions.publish(usecase, settings, day, scored)
     log.info(
         "%s night %s: %d rows of %s scored ahead by %s version %s; published to %s and %s",
