@@ -371,7 +371,6 @@ class TrainingConfig(_Strict):
         return params
 
 
-
 class ReferenceConfig(_Strict):
     """The drift reference made once per version: a seeded sample of its training rows."""
 
