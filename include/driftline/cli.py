@@ -290,17 +290,25 @@ def train(
 
 
 @main.command()
-@click.option("--start", type=DATE, required=True, help="First night (YYYY-MM-DD).")
-@click.option("--end", type=DATE, required=True, help="Last night, inclusive.")
+@click.option(
+    "--start",
+    type=DATE,
+    help="First night (default: the night after the last one in the drift history, else the "
+    "use-case's first full-window night: start_date + training.window_days + holdout_days).",
+)
+@click.option("--end", type=DATE, help="Last night, inclusive (default: the last day loaded).")
 @click.option(
     "--retrain",
     is_flag=True,
     help="When the rule fires, train in-process with the conf the sensor would send.",
 )
 @pass_context
-def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) -> None:
+def monitor(
+    ctx: _Context, start: dt.datetime | None, end: dt.datetime | None, retrain: bool
+) -> None:
     """Score ahead, report and judge each night in a range, in-process (the monitoring DAG's
-    steps).
+    steps). With no dates it catches up: from the night after the last one judged to the
+    last day loaded.
 
     Without --retrain the champion stays as it is and a firing night only starts the cool-down.
     """
@@ -309,11 +317,12 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
     from driftline.training.request import TrainingRequest
 
     usecase, settings = ctx.usecase, ctx.settings
+    start, end = _monitored_nights(usecase, settings, start, end)
     champion = None  # the previous night's, loaded once
     fired = []
     published = None
     click.echo(f"{'night':<10} {'version':>7} {'rows':>5} {'drift':>6} {'roc_auc':>7}  decision")
-    for day in _days(start.date(), end.date()):
+    for day in _days(start, end):
         result = monitoring.run_night(usecase, settings, day, champion)
         champion = result.champion
         if result.scored is not None and result.scored.path:
@@ -344,6 +353,42 @@ def monitor(ctx: _Context, start: dt.datetime, end: dt.datetime, retrain: bool) 
     if published is not None:
         click.echo(_published_where(settings, published))
     click.echo(f"the rule fired on {len(fired)} night(s): {', '.join(map(str, fired)) or 'none'}")
+
+
+def _monitored_nights(
+    usecase: UseCase, settings: Settings, start: dt.datetime | None, end: dt.datetime | None
+) -> tuple[dt.date, dt.date]:
+    """`monitor`'s nights: as given, else from the use-case's own state: the last day loaded,
+    and the night after the last one in the drift history (else its first full-window night)."""
+    from driftline.ingest.etl import list_partitions
+    from driftline.monitoring import history as drift_history
+
+    if end is not None:
+        last = end.date()
+    else:
+        partitions = list_partitions(usecase, settings)
+        if not partitions:
+            raise click.UsageError(f"give --end: no day of {usecase.name} is loaded yet")
+        last = partitions[-1][0]
+    if start is not None:
+        return start.date(), last
+    judged: list = []
+    if drift_history.exists(settings.history_url):
+        ledger = drift_history.DriftHistory(settings.history_url)
+        try:
+            judged = ledger.nights(usecase.name, dt.date.max, 1)
+        finally:
+            ledger.dispose()
+    if judged:
+        first = judged[-1].day + dt.timedelta(days=1)
+    else:
+        first = usecase.first_full_night()
+    if first > last:
+        raise click.UsageError(
+            f"nothing to monitor: every night of {usecase.name} up to {last} (the last day "
+            "loaded) is judged; give --start to judge nights again"
+        )
+    return first, last
 
 
 def _published_days(usecase: UseCase, settings: Settings) -> list[dt.date]:
@@ -496,7 +541,7 @@ def replay(
     usecase, settings = ctx.usecase, ctx.settings
     if usecase.training is None:
         raise click.UsageError(f"use-case {usecase.name} has no training section: no replay")
-    first = start.date() if start else replaying.first_full_night(usecase)
+    first = start.date() if start else usecase.first_full_night()
     last = end.date() if end else _last_night(usecase, settings)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("mlflow", "alembic"):  # a year of registrations: keep the nights readable

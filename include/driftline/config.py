@@ -501,6 +501,13 @@ class UseCase(_Strict):
         """The day a nightly run covers: its data interval start, in the use-case's zone."""
         return run_day(data_interval_start, self.timezone)
 
+    def first_full_night(self) -> dt.date:
+        """The first night whose first champion can train on a full window: the use-case's
+        first day, its training window and its holdout before it (replay's and monitor's
+        default first night)."""
+        training = self.training or TrainingConfig(experiment="", registered_model="")
+        return self.start_date + dt.timedelta(days=training.window_days + training.holdout_days)
+
     def day_bounds(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
         """The use-case's local `day` as UTC instants: start inclusive, end exclusive."""
         start, end = self.day_start(day), self.day_start(day + dt.timedelta(days=1))

@@ -216,3 +216,41 @@ def test_replay_nights_default_to_the_usecases_own_dates(usecases_dir, monkeypat
         storage.write_parquet(pd.DataFrame({"x": [1]}), partition)
     CliRunner().invoke(main, ["replay", "--policy", "never", "--start", "2013-02-20"])
     assert asked.pop() == ("flights", dt.date(2013, 2, 20), dt.date(2013, 3, 2))
+
+
+def test_monitor_without_dates_catches_up_from_the_last_judged_night_to_the_last_loaded_day(
+    settings, usecase
+):
+    """Before: --start and --end were required. Now the use-case's own state says which
+    nights: its first full-window night (nothing judged yet), then the night after the last
+    one judged; up to the last day loaded."""
+    import datetime as dt
+
+    import click
+    import pandas as pd
+
+    from driftline import storage
+    from driftline.cli import _monitored_nights
+    from driftline.monitoring.history import DriftHistory, NightSummary
+
+    with pytest.raises(click.UsageError, match="no day of flights is loaded yet"):
+        _monitored_nights(usecase, settings, None, None)
+    for day in (dt.date(2013, 2, 8), dt.date(2013, 2, 10)):
+        path = settings.partition_dir("flights", day) / "part-0.parquet"
+        storage.write_parquet(pd.DataFrame({"x": [1]}), path)
+    first = usecase.first_full_night()
+    assert first == dt.date(2013, 2, 8)  # 1 Jan + 31-day window + 7-day holdout
+    assert _monitored_nights(usecase, settings, None, None) == (first, dt.date(2013, 2, 10))
+
+    ledger = DriftHistory(settings.history_url)
+    ledger.record(NightSummary(usecase="flights", day=dt.date(2013, 2, 9), model_version="1",
+                               reference_md5="abc", rows=900, dataset_drift=False,
+                               drift_share=0.1))
+    ledger.dispose()
+    assert _monitored_nights(usecase, settings, None, None) == (
+        dt.date(2013, 2, 10), dt.date(2013, 2, 10)
+    )
+    given = dt.datetime(2013, 2, 1)
+    assert _monitored_nights(usecase, settings, given, None) == (given.date(), dt.date(2013, 2, 10))
+    with pytest.raises(click.UsageError, match="every night of flights up to 2013-02-09"):
+        _monitored_nights(usecase, settings, None, dt.datetime(2013, 2, 9))

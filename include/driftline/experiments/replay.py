@@ -153,14 +153,6 @@ def first_request(usecase: UseCase, start: dt.date) -> TrainingRequest:
     return TrainingRequest.from_conf(conf, usecase)
 
 
-def first_full_night(usecase: UseCase) -> dt.date:
-    """The first night whose first champion trains on a full window (`first_request`): the
-    use-case's first day, its window and its holdout before it."""
-    return usecase.start_date + dt.timedelta(
-        days=usecase.training.window_days + usecase.training.holdout_days
-    )
-
-
 def wants_retraining(policy: str, night: dt.date, start: dt.date, verdict: Verdict) -> bool:
     """Whether the policy retrains after judging `night` (the new version scores the next)."""
     if policy == NEVER:
