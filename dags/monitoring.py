@@ -41,9 +41,10 @@ Each run is the night after the same **{tz}** day as the `{name}_etl` run of its
    `{reports}/<day>/`, the figures and the days and versions they judged in the drift history
    (`driftline history`), the snapshots in the Evidently workspace `{workspace}`;
 4. **drift_sensor**: the rule: drift share >= {share} on {k} of the last {n} nights{quality};
-   cool-down {cooldown} days since the last retraining; never after a failed validation.
-   The decision (fired / skipped: quiet / skipped: cool-down / skipped: validation failed) is
-   recorded in the drift history. Not firing skips the next task; the run stays green;
+   {cooldown}; never after a failed validation.{onset}
+   The decision (fired / skipped: quiet / skipped: cool-down / skipped: waiting for the new
+   regime / skipped: validation failed) is recorded in the drift history. Not firing skips
+   the next task; the run stays green;
 5. **trigger_retraining**: starts `{name}_training` (run id `drift__<day>`) with the evidence
    in its conf: day, report, drift share, drifted columns, quality figures, reason `drift`,
    and sends one drift alert with that evidence (alerts on: README, Alerts). A rerun of a
@@ -109,7 +110,18 @@ def monitoring_dag(usecase: UseCase, settings: Settings) -> DAG:
                 if rule.quality_drop
                 else ""
             ),
-            cooldown=rule.cooldown_days,
+            cooldown=(
+                f"cool-down {rule.cooldown_days} days since the last retraining"
+                if rule.retry_days is None
+                else f"cool-down {rule.cooldown_days} days since the champion's training, "
+                f"{rule.retry_days} after a retraining the gate refused"
+            ),
+            onset=(
+                f"\n   It trains from the shift's onset, once that leaves {rule.min_window_days} "
+                "days before the holdout (until then: waiting)."
+                if rule.from_onset
+                else ""
+            ),
         ),
     )
     def pipeline() -> None:

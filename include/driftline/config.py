@@ -399,7 +399,18 @@ class DriftRule(_Strict):
     # Also fire when tonight's ROC AUC is more than this below the champion's holdout figure.
     quality_drop: float | None = Field(None, gt=0, lt=1)
     min_labelled_rows: int = Field(200, ge=1)  # fewer labelled rows: no quality figure
+    # No retraining within this many days of the last one: with retry_days unset, of the later
+    # of the last firing and the champion's window end; with it set, of the champion's
+    # training (its holdout's last day: the night a firing trained it).
     cooldown_days: int = Field(14, ge=0)
+    # Set: a retraining the gate refused does not start the cool-down; the next may start
+    # this many days after its firing.
+    retry_days: int | None = Field(None, ge=0)
+    # A firing trains on the new regime: the window starts at the onset (the first night of
+    # the run of nights that drifted or fell in quality, judged with this champion), and the
+    # sensor waits until that leaves min_window_days days before the holdout.
+    from_onset: bool = False
+    min_window_days: int = Field(7, ge=1)
 
     @model_validator(mode="after")
     def _k_of_n(self) -> DriftRule:

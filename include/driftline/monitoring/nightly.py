@@ -22,7 +22,14 @@ from driftline import storage
 from driftline.config import PREDICTION, Settings, UseCase
 from driftline.ingest import etl
 from driftline.monitoring import drift_report, judged_rows
-from driftline.monitoring.drift_rule import DRIFT_SHARE_RULE, QUALITY_DROP_RULE, Verdict, judge
+from driftline.monitoring.drift_rule import (
+    DRIFT_SHARE_RULE,
+    QUALITY_DROP_RULE,
+    Verdict,
+    judge,
+    training_window,
+    with_window,
+)
 from driftline.monitoring.history import (
     PREDICTION_REFERENCE_HOLDOUT,
     PREDICTION_REFERENCE_TRAINING,
@@ -56,6 +63,7 @@ class ChampionFacts:
     reference_md5: str
     holdout_roc_auc: float | None
     window_end: dt.date | None
+    holdout_end: dt.date | None = None  # the night it was trained on, when the sensor started it
 
 
 def champion_facts(usecase: UseCase, settings: Settings, version: str) -> ChampionFacts:
@@ -66,13 +74,15 @@ def champion_facts(usecase: UseCase, settings: Settings, version: str) -> Champi
             f"{usecase.training.registered_model} version {version} has no drift reference "
             f"(tag dvc_md5.{registry.REFERENCE_FILE}): retrain it with this driftline"
         )
-    window_end = info["params"].get("window_end")  # logged from the version's DVC params
+    # logged from the version's DVC params
+    window_end, holdout_end = (info["params"].get(k) for k in ("window_end", "holdout_end"))
     return ChampionFacts(
         version=version,
         run_id=info["run_id"],
         reference_md5=reference_md5,
         holdout_roc_auc=info["metrics"].get("roc_auc"),
         window_end=dt.date.fromisoformat(window_end) if window_end else None,
+        holdout_end=dt.date.fromisoformat(holdout_end) if holdout_end else None,
     )
 
 
@@ -380,21 +390,38 @@ def decide_night(
 ) -> tuple[Verdict, NightSummary]:
     """Judge the night by the rule and record the decision on its history row.
 
-    The cool-down counts from the later of the last night the rule fired and the end of the
-    champion's training window (a retraining by hand counts too).
+    With `retry_days` the cool-down counts from the champion's training (the last day of its
+    holdout: the night the sensor started it; a retraining by hand counts too) and the retry
+    wait from the last firing whose retraining did not make the champion; without, from the
+    later of the last firing and the champion's window end. A firing names its window
+    (drift_rule.with_window): from the shift's onset, when the rule says so.
     """
-    rule = usecase.monitoring.rule
+    rule, training = usecase.monitoring.rule, usecase.training
     history = DriftHistory(settings.history_url)
     try:
         night = history.night(usecase.name, day)
         if night is None:
             raise MonitoringError(f"{usecase.name} {day}: no report recorded; run the report first")
-        last_training = _later(
-            history.last_fired(usecase.name, before=day),
-            champion_facts(usecase, settings, night.model_version).window_end,
+        champion = champion_facts(usecase, settings, night.model_version)
+        # back to where a window could start: an onset before that changes nothing
+        look_back = rule.nights_window + training.window_days + training.holdout_days
+        nights = history.nights(usecase.name, day, look_back)
+        last_fired = history.last_fired(usecase.name, before=day)
+        if rule.retry_days is None:  # any firing starts the cool-down, whatever the gate said
+            last_training, last_fired = _later(last_fired, champion.window_end), None
+        else:
+            last_training = champion.holdout_end or champion.window_end
+        passed = validation_passed(usecase, settings, day)
+        verdict = judge(rule, nights, day, last_training, passed, last_fired=last_fired)
+        verdict = with_window(
+            verdict,
+            rule,
+            nights,
+            day,
+            training.holdout_days,
+            training.window_days,
+            usecase.start_date,
         )
-        nights = history.nights(usecase.name, day, rule.nights_window)
-        verdict = judge(rule, nights, day, last_training, validation_passed(usecase, settings, day))
         history.decide(usecase.name, day, verdict.decision, verdict.reason, verdict.fired_by)
         _decision_into_summary(settings.reports_dir(usecase.name, day) / SUMMARY_FILE, verdict)
     finally:
@@ -470,23 +497,26 @@ def evidence_reports(night: NightSummary, fired_by: tuple[str, ...]) -> list[str
     return [shown[rule] for rule in fired_by if shown.get(rule)]
 
 
-def _later(*days: dt.date | None) -> dt.date | None:
-    known = [d for d in days if d is not None]
-    return max(known) if known else None
-
-
 def retraining_conf(usecase: UseCase, night: NightSummary, verdict: Verdict) -> dict[str, Any]:
-    """The conf of the `<usecase>_training` run the sensor starts: the newest window whose
-    holdout ends on the night (later days do not exist yet), and the evidence."""
-    window_end = night.day - dt.timedelta(days=usecase.training.holdout_days)
-    # early in the use-case's data the window is shorter: it cannot start before the first day
-    window_days = min(usecase.training.window_days, (window_end - usecase.start_date).days + 1)
+    """The conf of the `<usecase>_training` run the sensor starts: the verdict's window
+    (else the newest whose holdout ends on the night: later days do not exist yet), and the
+    evidence."""
+    training = usecase.training
+    window = verdict.window or training_window(
+        usecase.monitoring.rule,
+        night.day,
+        None,
+        training.holdout_days,
+        training.window_days,
+        usecase.start_date,
+    )
     return {
-        "window_end": window_end.isoformat(),
-        "window_days": window_days,
+        "window_end": window.end.isoformat(),
+        "window_days": window.days,
         "reason": TRIGGER_REASON,
         "evidence": {
             "day": night.day.isoformat(),
+            "onset": window.onset.isoformat() if window.onset else None,
             "model_version": night.model_version,
             "reference_md5": night.reference_md5,
             "fired_by": list(verdict.fired_by),
@@ -503,3 +533,8 @@ def retraining_conf(usecase: UseCase, night: NightSummary, verdict: Verdict) -> 
             "rule": verdict.reason,
         },
     }
+
+
+def _later(*days: dt.date | None) -> dt.date | None:
+    known = [d for d in days if d is not None]
+    return max(known) if known else None

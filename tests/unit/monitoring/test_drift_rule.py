@@ -123,3 +123,90 @@ def test_the_evidence_of_a_quality_drop_links_the_quality_report():
     assert evidence["fired_by"] == ["quality drop"]
     assert evidence["report"] == "/home/reports/flights/2013-07-10/quality.html"
     assert evidence["reports"] == [evidence["report"]]
+
+
+# What a firing trains on: the new regime (issue 22). Before, a firing always trained on the
+# window ending holdout_days before the night, and learned only the rows that had drifted away.
+ADAPTIVE = RULE.model_copy(update={"from_onset": True, "min_window_days": 5, "retry_days": 3})
+FIRST_DAY = dt.date(2013, 1, 1)
+
+
+def drifted_since(onset_days_ago: int, quiet_before: int = 20) -> list[NightSummary]:
+    return [night(n, 0.8 if n <= onset_days_ago else 0.1) for n in range(quiet_before, -1, -1)]
+
+
+def test_the_onset_is_the_first_night_of_the_signalled_run():
+    from driftline.monitoring.drift_rule import onset
+
+    assert onset(ADAPTIVE, drifted_since(6), DAY) == DAY - dt.timedelta(days=6)
+    # a quiet night inside the run (k of n allows n - k of them) does not end it
+    nights = drifted_since(6)
+    nights[-3] = night(2, 0.1)
+    assert onset(ADAPTIVE, nights, DAY) == DAY - dt.timedelta(days=6)
+    # what drifted from the previous champion says nothing of this one
+    nights = drifted_since(6)
+    for earlier in nights[:-3]:
+        earlier.model_version = "0"
+    assert onset(ADAPTIVE, nights, DAY) == DAY - dt.timedelta(days=2)
+    assert onset(ADAPTIVE, drifted_since(-1), DAY) is None  # tonight is quiet
+
+
+def test_a_firing_waits_until_a_window_from_the_onset_is_long_enough():
+    from driftline.monitoring.drift_rule import WAITING, with_window
+
+    def verdict(onset_days_ago: int):
+        nights = drifted_since(onset_days_ago)
+        fired = judge(ADAPTIVE, nights, DAY, None)
+        assert fired.fires
+        return with_window(fired, ADAPTIVE, nights, DAY, 3, 31, FIRST_DAY)
+
+    # onset 6 nights ago, 3-day holdout: the window from it holds 4 days < 5
+    waiting = verdict(6)
+    assert waiting.decision == WAITING and not waiting.fires
+    assert "until 2013-07-11" in waiting.reason
+    # a night later it holds 5: it fires, on the onset .. the day before the holdout
+    ready = verdict(7)
+    assert ready.fires
+    assert (ready.window.start, ready.window.end, ready.window.days) == (
+        DAY - dt.timedelta(days=7), DAY - dt.timedelta(days=3), 5)
+    assert ready.window.onset == DAY - dt.timedelta(days=7)
+
+
+def test_without_from_onset_a_firing_trains_on_the_configured_window():
+    from driftline.monitoring.drift_rule import with_window
+
+    nights = drifted_since(6)
+    fired = with_window(judge(RULE, nights, DAY, None), RULE, nights, DAY, 7, 31, FIRST_DAY)
+    assert fired.fires and fired.window.onset is None
+    assert (fired.window.end, fired.window.days) == (DAY - dt.timedelta(days=7), 31)
+    # an onset older than the window changes nothing
+    old = with_window(judge(ADAPTIVE, drifted_since(40, 60), DAY, None), ADAPTIVE,
+                      drifted_since(40, 60), DAY, 7, 31, FIRST_DAY)
+    assert (old.window.days, old.window.onset) == (31, None)
+
+
+def test_a_refused_retraining_is_retried_after_retry_days_not_the_cool_down():
+    nights = drifted_since(6)
+    trained = DAY - dt.timedelta(days=30)  # the champion's training night
+    refused = DAY - dt.timedelta(days=2)  # a firing after it that did not replace it
+    assert judge(ADAPTIVE, nights, DAY, trained, last_fired=refused).decision == COOL_DOWN
+    later = DAY - dt.timedelta(days=3)
+    assert judge(ADAPTIVE, nights, DAY, trained, last_fired=later).fires
+    # the firing that made the champion starts the cool-down, not the retry wait
+    champion = DAY - dt.timedelta(days=5)
+    held = judge(ADAPTIVE, nights, DAY, champion, last_fired=champion)
+    assert held.decision == COOL_DOWN and "14-day cool-down" in held.reason
+    # retry_days unset: a refused retraining waits the whole cool-down, as before
+    assert judge(RULE, nights, DAY, trained, last_fired=later).decision == COOL_DOWN
+
+
+def test_a_quality_drop_alone_trains_on_the_configured_window_at_once():
+    """On 2013's flights a week's ROC AUC dips for a few nights and recovers: waiting for a
+    window from the dip lost the retraining of 8 April, which served May."""
+    from driftline.monitoring.drift_rule import QUALITY_DROP_RULE, with_window
+
+    nights = [night(n, 0.1) for n in range(20, 0, -1)] + [night(0, 0.1, auc=0.62)]
+    fired = judge(ADAPTIVE, nights, DAY, None)
+    assert fired.fired_by == (QUALITY_DROP_RULE,)
+    verdict = with_window(fired, ADAPTIVE, nights, DAY, 7, 31, FIRST_DAY)
+    assert verdict.fires and (verdict.window.days, verdict.window.onset) == (31, None)
