@@ -121,7 +121,7 @@ replay: install ## Replay Feb-Dec 2013 under the four retraining policies -> doc
 	$(BIN)/driftline seed
 	@test "$$(ls -d $(DRIFTLINE_HOME)/curated/flights/date=2013-* 2>/dev/null | wc -l)" = 365 \
 	  || $(BIN)/driftline etl --start 2013-01-01 --end 2013-12-31 | tail -1
-	$(BIN)/driftline replay --policy all --start 2013-02-01  # docs/RESULTS.md's nights
+	$(BIN)/driftline replay --policy all --start 2013-02-01 --split 2013-07-01  # docs/RESULTS.md's nights
 
 # Benchmarks (bench/, docs/BENCHMARKS.md): each seeds its own source into a temporary
 # DRIFTLINE_HOME and prints "figure | value | baseline | ratio". Not part of `make test`.

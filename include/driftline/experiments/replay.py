@@ -79,6 +79,10 @@ class NightRecord:
     promoted: bool | None = None
     training_seconds: float | None = None
     night_seconds: float = 0.0
+    # the retraining's window (its holdout: the holdout days after it; replays recorded before
+    # 2026-12-07 have no such columns: their window ended holdout_days before the night)
+    window_start: dt.date | None = None
+    window_end: dt.date | None = None
 
     @classmethod
     def from_csv(cls, row: dict[str, str]) -> NightRecord:
@@ -100,7 +104,13 @@ class NightRecord:
             promoted=None if row["promoted"] in ("", "None") else row["promoted"] == "True",
             training_seconds=number(row["training_seconds"]),
             night_seconds=float(row["night_seconds"]),
+            window_start=_date(row.get("window_start")),
+            window_end=_date(row.get("window_end")),
         )
+
+
+def _date(text: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text not in (None, "", "None") else None
 
 
 COLUMNS = [f.name for f in fields(NightRecord)]
@@ -138,6 +148,15 @@ def _link(folder: Path, link: Path) -> None:
         link.symlink_to(folder, target_is_directory=True)
 
 
+def with_threads(usecase: UseCase, threads: int) -> UseCase:
+    """The use-case training with `threads` XGBoost threads: the same models (the histogram
+    method does not depend on it), at the speed of the cores the replay has to itself."""
+    training = usecase.training.model_copy(
+        update={"params": {**usecase.training.params, "nthread": threads}}
+    )
+    return usecase.model_copy(update={"training": training})
+
+
 def first_request(usecase: UseCase, start: dt.date) -> TrainingRequest:
     """The first champion: the window whose holdout ends the night before `start` (at most
     the configured window, from the use-case's first day)."""
@@ -171,6 +190,8 @@ def retraining_request(
 ) -> TrainingRequest:
     """The conf <usecase>_training would get: the sensor's for `drift`, the same window (its
     holdout ending on the night) for the calendar policies."""
+    if policy != DRIFT:  # a calendar trains on the configured window, whatever the rule says
+        verdict = replace(verdict, window=None)
     conf = monitoring.retraining_conf(usecase, night, verdict)
     if policy != DRIFT:
         conf = {k: conf[k] for k in ("window_end", "window_days")} | {"reason": f"replay: {policy}"}
@@ -201,11 +222,16 @@ def recorded_nights(path: Path) -> list[NightRecord]:
 
 
 def _append(path: Path, record: NightRecord) -> None:
-    """One row per finished night, flushed: an interrupted replay resumes after the last."""
+    """One row per finished night, flushed: an interrupted replay resumes after the last (in
+    the columns its file began with: one begun by an older driftline lacks the newer ones)."""
     new = not path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
+    columns = COLUMNS
+    if not new:
+        with path.open(newline="") as handle:
+            columns = next(csv.reader(handle), COLUMNS)
     with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow(asdict(record))
@@ -324,6 +350,8 @@ def _replay(
                 new_version=result["version"],
                 promoted=result["promoted"],
                 training_seconds=round(time.perf_counter() - trained_at, 2),
+                window_start=request.window_start,
+                window_end=request.window_end,
             )
         record = replace(record, night_seconds=round(time.perf_counter() - began, 2))
         _append(path, record)

@@ -75,6 +75,70 @@ def summarize(nights: pd.DataFrame) -> list[PolicySummary]:
     return summaries
 
 
+@dataclass(frozen=True)
+class Adaptation:
+    """How long a policy took to serve a champion that learned the regime begun at `onset`."""
+
+    policy: str
+    onset: dt.date
+    night: dt.date | None  # the night it was promoted (it scores from the next); None: never
+    nights: int | None  # night - onset
+    post_onset_share: float | None  # of its training rows, those of the onset's day or later
+    window: str | None
+    firings_before_onset: int  # nights the rule fired before the onset (false alarms)
+
+
+def training_windows(
+    rows: pd.DataFrame, holdout_days: int, window_days: int
+) -> pd.DataFrame:
+    """Each retraining's window; replays recorded before the window columns existed trained
+    on the window_days ending holdout_days before the night."""
+    rows = rows.copy()
+    for column in ("window_start", "window_end"):
+        if column not in rows:
+            rows[column] = None
+        rows[column] = pd.to_datetime(rows[column])
+    end = rows["night"] - pd.Timedelta(days=holdout_days)
+    rows["window_end"] = rows["window_end"].fillna(end)
+    rows["window_start"] = rows["window_start"].fillna(end - pd.Timedelta(days=window_days - 1))
+    return rows
+
+
+def time_to_adapt(
+    nights: pd.DataFrame,
+    policy: str,
+    onset: dt.date,
+    holdout_days: int,
+    window_days: int,
+    share: float = 0.5,
+) -> Adaptation:
+    """From `onset` to the first promoted champion with at least `share` of its training rows
+    from the onset on. Rows per day: the day's labelled rows as the replay judged them (days
+    before the replay's first night count as its mean day)."""
+    per_day = nights.groupby("night")["labelled"].max()
+    mean_day = float(per_day.mean())
+    rows = nights[nights["policy"] == policy]
+    start = pd.Timestamp(onset)
+    false_alarms = int(((rows["night"] < start) & (rows["decision"] == "fired")).sum())
+    promoted = rows[rows["retrained"] & rows["promoted"].astype(str).eq("True")]
+    promoted = training_windows(promoted[promoted["night"] >= start], holdout_days, window_days)
+    for record in promoted.itertuples():
+        days = pd.date_range(record.window_start, record.window_end, freq="D")
+        counts = per_day.reindex(days).fillna(mean_day)
+        post = float(counts[days >= start].sum() / counts.sum())
+        if post >= share:
+            return Adaptation(
+                policy,
+                onset,
+                record.night.date(),
+                (record.night.date() - onset).days,
+                round(post, 3),
+                f"{record.window_start:%Y-%m-%d}..{record.window_end:%Y-%m-%d}",
+                false_alarms,
+            )
+    return Adaptation(policy, onset, None, None, None, None, false_alarms)
+
+
 def table(summaries: list[PolicySummary]) -> str:
     lines = [
         "| policy | replayed | nights | mean ROC AUC | mean log loss | worst week (ROC AUC) "
@@ -134,12 +198,43 @@ def plot(nights: pd.DataFrame, target: Path) -> Path:
     return target
 
 
-def write(out: Path, docs: Path) -> list[PolicySummary]:
-    """Combined CSV, plot and markdown table of every policy replayed under `out`."""
+def adaptation_table(adaptations: list[Adaptation]) -> str:
+    lines = [
+        "| onset | policy | adapted on | nights | rows from the onset | window "
+        "| firings before the onset |",
+        "|---|---|---|---:|---:|---|---:|",
+    ]
+    for a in adaptations:
+        share = f"{a.post_onset_share:.0%}" if a.post_onset_share is not None else ""
+        lines.append(
+            f"| {a.onset} | {a.policy} | {a.night or 'not in the replay'} | "
+            f"{'' if a.nights is None else a.nights} | {share} | {a.window or ''} | "
+            f"{a.firings_before_onset} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def between(nights: pd.DataFrame, first: dt.date, last: dt.date) -> pd.DataFrame:
+    night = nights["night"]
+    return nights[(night >= pd.Timestamp(first)) & (night <= pd.Timestamp(last))]
+
+
+def write(out: Path, docs: Path, split: dt.date | None = None) -> list[PolicySummary]:
+    """Combined CSV, plot and markdown table of every policy replayed under `out`; with
+    `split`, the table also shows the nights before it and from it on, apart."""
     nights = load(out)
     summaries = summarize(nights)
     docs.mkdir(parents=True, exist_ok=True)
     nights.assign(night=nights["night"].dt.date).to_csv(docs / COMBINED_CSV, index=False)
     plot(nights, docs / PLOT)
-    (docs / TABLE).write_text(table(summaries))
+    text = table(summaries)
+    if split is not None:
+        first, last = nights["night"].min().date(), nights["night"].max().date()
+        for label, part in (
+            (f"before {split}", between(nights, first, split - dt.timedelta(days=1))),
+            (f"from {split} on", between(nights, split, last)),
+        ):
+            if not part.empty:
+                text += f"\nNights {label}:\n\n" + table(summarize(part))
+    (docs / TABLE).write_text(text)
     return summaries

@@ -161,3 +161,86 @@ def test_a_second_replay_of_the_same_policy_is_refused(settings, usecase, tmp_pa
                 dt.date(2013, 2, 2),
                 tmp_path / "out",
             )
+
+
+def test_a_calendar_policy_trains_on_the_configured_window_whatever_the_rule_says(usecase):
+    from driftline.monitoring.drift_rule import Window
+
+    onset = Verdict(FIRED, "drift", (), Window(dt.date(2013, 5, 25), 10, dt.date(2013, 5, 16)))
+    drift = replay.retraining_request(usecase, "drift", night(dt.date(2013, 6, 1)), onset)
+    assert (drift.window_start, drift.window_end) == (dt.date(2013, 5, 16), dt.date(2013, 5, 25))
+    assert drift.evidence["onset"] == "2013-05-16"
+    monthly = replay.retraining_request(usecase, "monthly", night(dt.date(2013, 6, 1)), onset)
+    assert (monthly.window_end, monthly.window_days) == (dt.date(2013, 5, 25), 31)
+
+
+def test_a_replay_begun_before_the_window_columns_resumes_in_its_own_columns(tmp_path):
+    """nights.csv files written before 2026-12-07 have no window_start/window_end."""
+    path = tmp_path / "nights.csv"
+    old = [c for c in replay.COLUMNS if not c.startswith("window_")]
+    path.write_text(",".join(old) + "\n")
+    from dataclasses import replace
+
+    retrained = replace(
+        record("nightly", 0, 0.7, retrained=True),
+        window_start=dt.date(2013, 1, 1),
+        window_end=dt.date(2013, 1, 24),
+    )
+    replay._append(path, retrained)
+    assert path.read_text().splitlines()[0] == ",".join(old)
+    (back,) = replay.recorded_nights(path)
+    assert back == replace(retrained, window_start=None, window_end=None)
+
+
+def test_with_threads_sets_the_training_threads_only(usecase):
+    fast = replay.with_threads(usecase, 1)
+    assert fast.training.params["nthread"] == 1
+    assert "nthread" not in usecase.training.params
+    assert fast.training.window_days == usecase.training.window_days
+
+
+def adapting(policy: str, day: int, *, promoted: bool = False, fired: bool = False,
+             window: tuple[int, int] | None = None) -> replay.NightRecord:
+    """A night of a policy; `window`: its retraining's first and last day, as day numbers."""
+    from dataclasses import replace
+
+    base = replace(record(policy, day, 0.7), decision=FIRED if fired else QUIET)
+    if window is None:
+        return base
+    first = dt.date(2013, 2, 1)
+    return replace(
+        base,
+        retrained=True,
+        new_version=str(day),
+        promoted=promoted,
+        training_seconds=20.0,
+        window_start=first + dt.timedelta(days=window[0]),
+        window_end=first + dt.timedelta(days=window[1]),
+    )
+
+
+def test_time_to_adapt_waits_for_a_champion_mostly_of_the_new_regime(tmp_path):
+    """Onset on day 10: the retraining of day 12 learned days 0..5 (none after the onset),
+    the one of day 20 was refused, the one of day 24 learned days 10..17 and was promoted."""
+    nights = [adapting("drift", day, fired=day == 3) for day in range(30)]
+    nights[12] = adapting("drift", 12, promoted=True, fired=True, window=(0, 5))
+    nights[20] = adapting("drift", 20, fired=True, window=(8, 13))
+    nights[24] = adapting("drift", 24, promoted=True, fired=True, window=(6, 17))
+    for each in nights:
+        replay._append(tmp_path / "drift" / "nights.csv", each)
+    found = replay_results.time_to_adapt(
+        replay_results.load(tmp_path), "drift", dt.date(2013, 2, 11), 7, 31
+    )
+    assert (found.night, found.nights) == (dt.date(2013, 2, 25), 14)
+    assert found.post_onset_share == pytest.approx(8 / 12, abs=0.001)
+    assert found.window == "2013-02-07..2013-02-18"
+    assert found.firings_before_onset == 1
+    # had it been refused too, the policy would not have adapted within the replay
+    nights[24] = adapting("drift", 24, fired=True, window=(6, 17))
+    (tmp_path / "drift" / "nights.csv").unlink()
+    for each in nights:
+        replay._append(tmp_path / "drift" / "nights.csv", each)
+    never = replay_results.time_to_adapt(
+        replay_results.load(tmp_path), "drift", dt.date(2013, 2, 11), 7, 31
+    )
+    assert never.night is None and never.nights is None
