@@ -1,5 +1,6 @@
 """A second use-case end to end, with no Python hook: the seeded "orders" of
-tests/synthetic_usecase.py, a config file and a suite, through ETL -> training -> monitoring.
+driftline.experiments.synthetic_orders, a config file and a suite, through ETL -> training ->
+monitoring.
 
 The bulk in-process (`driftline etl` over the days, `driftline monitor` over the nights), the
 one training and a night of the ETL and of the monitoring through real Airflow (`airflow dags
@@ -18,10 +19,10 @@ import pandas as pd
 import pytest
 
 from driftline.config import Settings, UseCase, load_usecase
+from driftline.experiments import synthetic_orders as orders
 from driftline.monitoring.drift_rule import QUIET
 from driftline.monitoring.history import FIRED, DriftHistory
 from driftline.training import registry
-from tests import synthetic_usecase as orders
 from tests.integration.conftest import airflow_env, run
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,9 @@
-"""A second use-case that exists only in the tests: "orders", a web shop's orders, predicting
-whether an order arrives late. Its source is generated here (seeded, a few hundred rows a day,
-a known drift from a known day), and its config and suite are plain files: no transform, no
-seed hook, no Python of its own, as a platform team would onboard it.
+"""The generated drift use-case, "orders": a web shop's orders, predicting whether an order
+arrives late. Its source is generated here (seeded, a few hundred rows a day, a known drift
+from a known day), and its config and suite are plain files: no transform, no seed hook, no
+Python of its own, as a platform team would onboard it. The tests run it end to end
+(tests/integration/test_synthetic_usecase.py); scripts/measure_adaptation.py replays a longer
+stretch of it to measure how fast retraining adapts to the shift.
 
 From DRIFT_ONSET on the shop ships from a new western warehouse: the customer mix moves west,
 to the app and to invoices, baskets grow and travel further, and what makes an order late
@@ -15,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +29,7 @@ USECASE_YAML = """\
 # A web shop's orders: does an order arrive late (more than 4 days), from what is
 # known when it is placed. A config file and a suite only: no Python of its own.
 name: orders
-description: Synthetic orders of the tests (tests/synthetic_usecase.py).
+description: Synthetic orders (driftline.experiments.synthetic_orders).
 timezone: UTC
 start_date: "2024-03-01"
 # No end_date: `airflow dags test` of the last day would run no task (its logical date,
@@ -273,10 +276,25 @@ SUITE = {
 }
 
 
-def write_config(usecases_dir: Path, expectations_dir: Path) -> None:
-    """The use-case's two files, where DRIFTLINE_USECASES_DIR and
-    DRIFTLINE_EXPECTATIONS_DIR point."""
+def write_config(
+    usecases_dir: Path, expectations_dir: Path, overrides: dict[str, Any] | None = None
+) -> None:
+    """The use-case's two files, where DRIFTLINE_USECASES_DIR and DRIFTLINE_EXPECTATIONS_DIR
+    point; `overrides` (nested sections) over USECASE_YAML's values."""
     usecases_dir.mkdir(parents=True, exist_ok=True)
     expectations_dir.mkdir(parents=True, exist_ok=True)
-    (usecases_dir / f"{NAME}.yaml").write_text(USECASE_YAML)
+    text = USECASE_YAML
+    if overrides:
+        text = yaml.safe_dump(_merged(CONFIG, overrides), sort_keys=False)
+    (usecases_dir / f"{NAME}.yaml").write_text(text)
     (expectations_dir / "orders_batch.json").write_text(json.dumps(SUITE, indent=1) + "\n")
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _merged(base[key], value)
+        else:
+            merged[key] = value
+    return merged
