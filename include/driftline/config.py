@@ -492,6 +492,17 @@ class UseCase(_Strict):
             raise ValueError(f"monitoring.columns: not features: {sorted(unknown)}")
         return self
 
+    @model_validator(mode="after")
+    def _onset_window_fits(self) -> UseCase:
+        rule, training = self.monitoring.rule, self.training
+        if rule.from_onset and training and rule.min_window_days > training.window_days:
+            raise ValueError(
+                f"monitoring.rule.min_window_days: {rule.min_window_days} is longer than "
+                f"training.window_days ({training.window_days}): a window from the onset "
+                "could never be long enough"
+            )
+        return self
+
     @property
     def drift_columns(self) -> list[str]:
         """The columns a drift report judges: the configured features, then the prediction."""

@@ -47,6 +47,8 @@ def test_flights_config_describes_the_curated_schema(usecase):
         (lambda raw: raw["training"].update(params={"max_depth": [3, 4]}),
          "training.params.max_depth"),
         (lambda raw: raw["training"].update(params={"num_boost_round": 0.5}), "num_boost_round"),
+        (lambda raw: raw["monitoring"]["rule"].update(from_onset=True, min_window_days=40),
+         "monitoring.rule.min_window_days: 40 is longer than training.window_days (31)"),
     ],
 )
 def test_a_bad_config_is_refused_with_the_field_named(own_settings, edit, named):

@@ -992,7 +992,13 @@ monitoring:
     nights_window: 5
     # A night's quality figure needs this many labelled rows (the sample's fewest a day).
     min_labelled_rows: {{ [fewest_labelled, 200] | min }}
+    # No retraining within 14 days of the champion's training; one the gate refused is
+    # retried after retry_days. A firing on the drift share trains from the shift's onset
+    # once that leaves min_window_days days before the holdout (README: the drift rule).
     cooldown_days: 14
+    retry_days: 7
+    from_onset: true
+    min_window_days: 7
 
 # Assumed: a day's rows arrive with their outcome, so each night scores the day just loaded
 # and judges it at once. If the outcome arrives later, set label_delay_days; if a day's rows
