@@ -406,8 +406,8 @@ class DriftRule(_Strict):
     # Set: a retraining the gate refused does not start the cool-down; the next may start
     # this many days after its firing.
     retry_days: int | None = Field(None, ge=0)
-    # A firing trains on the new regime: the window starts at the onset (the first night of
-    # the run of nights that drifted or fell in quality, judged with this champion), and the
+    # A firing among drifted nights trains on the new regime: the window starts at the onset
+    # (the first night of the run of drifted nights judged with this champion), and the
     # sensor waits until that leaves min_window_days days before the holdout.
     from_onset: bool = False
     min_window_days: int = Field(7, ge=1)

@@ -7,8 +7,8 @@ quality); never inside a cool-down after the last retraining (or, with `retry_da
 the champion's training, and inside the retry wait after a retraining the gate refused), and
 never on a night whose ETL validation failed.
 
-A firing names the window to train on. With `from_onset` a firing on the drift share trains
-from the shift's onset, so that the new champion learns the new regime rather than the one
+A firing names the window to train on. With `from_onset` a firing among drifted nights
+trains from the shift's onset, so that the new champion learns the new regime rather than the one
 that drifted away; until the onset leaves `min_window_days` days before the holdout the rule
 waits.
 """
@@ -177,13 +177,12 @@ def with_window(
     first_day: dt.date,
 ) -> Verdict:
     """A firing with the window it trains on; WAITING while the onset leaves too short a one.
-    Only the drift share has an onset: a firing on a quality drop alone trains on the
-    configured window (on 2013's flights a week's ROC AUC dips for a few nights and recovers:
-    waiting for "its" regime lost the retraining that served May)."""
+    Only drifted nights make an onset: a quality drop among undrifted nights trains on the
+    configured window at once (on 2013's flights a week's ROC AUC dips for a few nights and
+    recovers: waiting for "its" regime lost the retraining that served May)."""
     if not verdict.fires:
         return verdict
-    drifted = rule.from_onset and DRIFT_SHARE_RULE in verdict.fired_by
-    began = onset(rule, nights, day) if drifted else None
+    began = onset(rule, nights, day) if rule.from_onset else None
     window = training_window(rule, day, began, holdout_days, window_days, first_day)
     if window is None:
         ready = began + dt.timedelta(days=rule.min_window_days + holdout_days - 1)

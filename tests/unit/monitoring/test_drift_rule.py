@@ -200,7 +200,7 @@ def test_a_refused_retraining_is_retried_after_retry_days_not_the_cool_down():
     assert judge(RULE, nights, DAY, trained, last_fired=later).decision == COOL_DOWN
 
 
-def test_a_quality_drop_alone_trains_on_the_configured_window_at_once():
+def test_a_quality_drop_among_undrifted_nights_trains_on_the_configured_window_at_once():
     """On 2013's flights a week's ROC AUC dips for a few nights and recovers: waiting for a
     window from the dip lost the retraining of 8 April, which served May."""
     from driftline.monitoring.drift_rule import QUALITY_DROP_RULE, with_window
@@ -210,3 +210,14 @@ def test_a_quality_drop_alone_trains_on_the_configured_window_at_once():
     assert fired.fired_by == (QUALITY_DROP_RULE,)
     verdict = with_window(fired, ADAPTIVE, nights, DAY, 7, 31, FIRST_DAY)
     assert verdict.fires and (verdict.window.days, verdict.window.onset) == (31, None)
+
+
+def test_a_quality_drop_on_a_drifted_night_waits_for_the_new_regime():
+    """The generated shift's first night: its inputs drifted (one night, not yet k of n) and
+    its quality fell. Training at once would learn only the old regime."""
+    from driftline.monitoring.drift_rule import QUALITY_DROP_RULE, WAITING, with_window
+
+    nights = [night(n, 0.1) for n in range(20, 0, -1)] + [night(0, 0.8, auc=0.62)]
+    fired = judge(ADAPTIVE, nights, DAY, None)
+    assert fired.fired_by == (QUALITY_DROP_RULE,)
+    assert with_window(fired, ADAPTIVE, nights, DAY, 3, 31, FIRST_DAY).decision == WAITING
