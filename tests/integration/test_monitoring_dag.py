@@ -44,9 +44,10 @@ from tests.integration.conftest import curated_env, run, run_date
 
 pytestmark = pytest.mark.integration
 
-# Monitoring configs that make the rule hold on any night (hair-trigger tests), or never.
+# Monitoring configs that make the rule hold on any night (hair-trigger tests), or never. A
+# firing trains on the configured window at once (flights ships from_onset and retry_days).
 FIRING = {"rule": {"drift_share": 0.05, "nights_drifted": 1, "nights_window": 1,
-                   "cooldown_days": 0},
+                   "cooldown_days": 0, "from_onset": False, "retry_days": None},
           "tests": {"num_threshold": 0.01, "cat_threshold": 0.01}}
 QUIET = {"rule": {"drift_share": 1.0, "nights_drifted": 1, "nights_window": 1,
                   "quality_drop": None, "cooldown_days": 0}}
@@ -423,7 +424,7 @@ def test_after_a_promotion_the_next_night_uses_the_new_champions_reference(state
     # later of that and the new champion's window end (7 February)
     eager = usecase.monitoring.model_copy(update={"rule": usecase.monitoring.rule.model_copy(
         update={"drift_share": 0.0001, "nights_drifted": 1, "nights_window": 1,
-                "cooldown_days": 14})})
+                "cooldown_days": 14, "from_onset": False, "retry_days": None})})
     verdict, _ = monitoring.decide_night(
         usecase.model_copy(update={"monitoring": eager}), settings, night)
     assert verdict.decision == "skipped: cool-down"

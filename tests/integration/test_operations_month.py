@@ -135,8 +135,11 @@ def write_usecase(folder: Path) -> None:
     config = yaml.safe_load((REPO / "usecases" / "flights.yaml").read_text())
     config["training"]["window_days"] = WINDOW_DAYS
     config["monitoring"]["tests"].update(num_threshold=0.01, cat_threshold=0.01)
+    # the month tests operations, not what a firing trains on: the configured window, and
+    # any firing starts the cool-down (flights ships from_onset and retry_days)
     config["monitoring"]["rule"].update(
-        drift_share=0.05, nights_drifted=1, nights_window=1, cooldown_days=COOLDOWN_DAYS
+        drift_share=0.05, nights_drifted=1, nights_window=1, cooldown_days=COOLDOWN_DAYS,
+        from_onset=False, retry_days=None,
     )
     folder.mkdir(parents=True)
     (folder / "flights.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

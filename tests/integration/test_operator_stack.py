@@ -137,8 +137,11 @@ def bounded_nights(folder: Path) -> Path:
         window_days=WINDOW_DAYS, holdout_days=HOLDOUT_DAYS, min_train_rows=500)
     config["training"]["gate"]["floor"] = 0.5
     config["monitoring"]["tests"].update(num_threshold=0.01, cat_threshold=0.01)
+    # the configured window, and any firing starts the cool-down (flights ships from_onset
+    # and retry_days; a 2-day window could never hold a week from an onset)
     config["monitoring"]["rule"].update(
-        drift_share=0.05, nights_drifted=1, nights_window=1, cooldown_days=COOLDOWN_DAYS)
+        drift_share=0.05, nights_drifted=1, nights_window=1, cooldown_days=COOLDOWN_DAYS,
+        from_onset=False, retry_days=None)
     config["night_deadline_hours"] = DEADLINE_HOURS  # every night misses it: one alert each
     folder.mkdir(parents=True)
     (folder / "flights.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -86,6 +86,7 @@ def small_usecases(folder: Path) -> Path:
         quality_drop=None,
         min_labelled_rows=100,
         cooldown_days=0,
+        from_onset=False,  # a 1-day window could never hold a week from an onset
     )
     folder.mkdir(parents=True)
     (folder / f"{USECASE}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -35,7 +35,8 @@ def small_year(tmp_path: Path, curated_days: Path, seeded_source: Path, monkeypa
     # every column drifts at a threshold this low: the rule fires each night
     config["monitoring"]["tests"].update(num_threshold=1e-9, cat_threshold=1e-9)
     config["monitoring"]["rule"].update(
-        drift_share=0.5, nights_drifted=1, nights_window=1, quality_drop=None, cooldown_days=0
+        drift_share=0.5, nights_drifted=1, nights_window=1, quality_drop=None, cooldown_days=0,
+        from_onset=False, retry_days=None,  # each night's firing trains at once
     )
     usecases = tmp_path / "usecases"
     usecases.mkdir()
