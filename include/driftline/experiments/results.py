@@ -198,19 +198,19 @@ def plot(nights: pd.DataFrame, target: Path) -> Path:
     return target
 
 
-def adaptation_table(adaptations: list[Adaptation]) -> str:
-    lines = [
-        "| onset | policy | adapted on | nights | rows from the onset | window "
-        "| firings before the onset |",
-        "|---|---|---|---:|---:|---|---:|",
-    ]
+def adaptation_table(adaptations: list[Adaptation], false_alarms: bool = False) -> str:
+    """Markdown rows of `adaptations`; with `false_alarms`, the firings before each onset
+    (a known onset with nothing before it: on real data earlier firings are no alarms)."""
+    head = "| onset | policy | adapted on | nights | rows from the onset | window |"
+    lines = [head + (" firings before the onset |" if false_alarms else "")]
+    lines.append("|---|---|---|---:|---:|---|" + ("---:|" if false_alarms else ""))
     for a in adaptations:
         share = f"{a.post_onset_share:.0%}" if a.post_onset_share is not None else ""
-        lines.append(
+        row = (
             f"| {a.onset} | {a.policy} | {a.night or 'not in the replay'} | "
-            f"{'' if a.nights is None else a.nights} | {share} | {a.window or ''} | "
-            f"{a.firings_before_onset} |"
+            f"{'' if a.nights is None else a.nights} | {share} | {a.window or ''} |"
         )
+        lines.append(row + (f" {a.firings_before_onset} |" if false_alarms else ""))
     return "\n".join(lines) + "\n"
 
 

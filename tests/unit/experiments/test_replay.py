@@ -235,6 +235,9 @@ def test_time_to_adapt_waits_for_a_champion_mostly_of_the_new_regime(tmp_path):
     assert found.post_onset_share == pytest.approx(8 / 12, abs=0.001)
     assert found.window == "2013-02-07..2013-02-18"
     assert found.firings_before_onset == 1
+    row = "| 2013-02-11 | drift | 2013-02-25 | 14 | 67% | 2013-02-07..2013-02-18 |"
+    assert row in replay_results.adaptation_table([found])
+    assert row + " 1 |" in replay_results.adaptation_table([found], false_alarms=True)
     # had it been refused too, the policy would not have adapted within the replay
     nights[24] = adapting("drift", 24, fired=True, window=(6, 17))
     (tmp_path / "drift" / "nights.csv").unlink()
