@@ -164,6 +164,7 @@ SLOWEST_FIRST = (
     "tests/integration/test_monitoring_dag.py",
     "tests/integration/test_replay.py",
     "tests/integration/test_synthetic_usecase.py",  # ~80 s: 3 dags tests (test_etl_dag: ~45)
+    "tests/integration/test_adaptation.py",  # ~75 s: 19 days loaded, 10 nights, 2 trainings
     "tests/integration/test_etl_dag.py",
     "tests/integration/test_dependency_faults.py",
     "tests/integration/test_log_masking.py",
